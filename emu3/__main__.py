@@ -1,0 +1,3 @@
+from emu3.cli import main
+
+raise SystemExit(main())
