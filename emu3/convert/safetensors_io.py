@@ -110,9 +110,7 @@ def write_json_atomic(obj: dict, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
-def check_state_dict(
-    expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]], *, source: str
-) -> None:
+def check_state_dict(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]], *, source: str) -> None:
     """Strict comparison of parameter names and shapes with a readable diff."""
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
