@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from emu3.generate.constraints import choose, constrain, stack_plans, token_set_masks
+from emu3.generate.constraints import VISUAL, choose, constrain, stack_plans, token_set_masks
 from emu3.generate.guidance import Schedule, cfg_logits, scheduled_scale
 from emu3.generate.sampling import SamplingConfig, sample
 from emu3.model.decoder import Emu3Decoder
@@ -75,7 +75,6 @@ class Generator:
             sampling: temperature / top-k / top-p (default: plain sampling at temperature 1).
             seed: seeds the sampler's torch.Generator (None: nondeterministic).
         """
-        sampling = sampling or SamplingConfig()
         b = len(prompts)
         if b == 0 or len(plans) != b:
             raise ValueError(f"need one plan per prompt, got {len(prompts)} prompts and {len(plans)} plans")
@@ -89,8 +88,7 @@ class Generator:
         if bad:
             raise ValueError(f"token id(s) {bad[:5]} are outside the model's vocabulary of {self.model.cfg.vocab_size}")
         device, vocab = self.device, self.vocab
-        plan = stack_plans([p.to(torch.long) for p in plans], vocab.pad_id).to(device)  # (B, N)
-        n_new = plan.shape[1]
+        n_new = max(p.numel() for p in plans)
         tokens, positions = _left_pad(rows, vocab.pad_id, device)  # (R, P)
         capacity = tokens.shape[1] + n_new
         if capacity > self.model.cfg.max_seq_len:
@@ -98,32 +96,16 @@ class Generator:
                 f"prompt ({tokens.shape[1]} tokens) + {n_new} new tokens exceed the model's context of "
                 f"{self.model.cfg.max_seq_len}; shorten the prompt or ask for a smaller image"
             )
-        scale = torch.as_tensor(guidance, dtype=torch.float32, device=device).expand(b)  # (B,)
-        masks = self.masks.to(device)
-        rng = torch.Generator(device=device)
-        if seed is not None:
-            rng.manual_seed(seed)
-        else:
-            rng.seed()
-
+        rule = self.step_rule(plans, guidance if use_cfg else None, schedule, sampling, seed)
         cache = self.model.new_cache(len(rows), capacity)
         hidden = self.model.hidden(tokens, positions, cache)[:, -1]  # (R, D)
-        logits = self.model.logits(hidden)  # (R, V)
         next_pos = positions.max(dim=1).values + 1  # (R,)
         out = torch.full((b, n_new), vocab.pad_id, dtype=torch.long, device=device)
         done = torch.zeros(b, dtype=torch.bool, device=device)
         lengths = torch.full((b,), n_new, dtype=torch.long, device=device)
-        plan_len = (plan != vocab.pad_id).sum(1).clamp_min(1)  # (B,) for guidance schedules
 
         for step in range(n_new):
-            if use_cfg:
-                g = scheduled_scale(scale, torch.full_like(scale, step) / plan_len, schedule)
-                scores = cfg_logits(logits, g)  # (B, V)
-            else:
-                scores = logits
-            step_plan = plan[:, step]
-            picked = choose(step_plan, sample(constrain(scores, step_plan, masks), sampling, rng))
-            picked = torch.where(done, vocab.pad_id, picked)
+            picked = torch.where(done, vocab.pad_id, self.pick(rule, hidden, step))  # (B,)
             out[:, step] = picked
             newly_done = ~done & (picked == vocab.eos_id)
             lengths = torch.where(newly_done, step + 1, lengths)
@@ -133,9 +115,77 @@ class Generator:
             if step == n_new - 1 or (step % 16 == 15 and bool(done.all())):
                 break
             feed = torch.cat([picked, picked]) if use_cfg else picked  # (R,)
-            logits = self.model(feed[:, None], next_pos[:, None], cache)[:, -1]
+            hidden = self.model.hidden(feed[:, None], next_pos[:, None], cache)[:, -1]
             next_pos = next_pos + 1
         return GenerationOutput(tokens=out, lengths=lengths)
+
+    def step_rule(
+        self,
+        plans: Sequence[Tensor],
+        guidance: float | Sequence[float] | None,
+        schedule: Schedule = "constant",
+        sampling: SamplingConfig | None = None,
+        seed: int | None = None,
+    ) -> StepRule:
+        """Everything `pick` needs besides hidden states, prepared once per call on the host."""
+        plan = stack_plans([p.to("cpu", torch.long) for p in plans], self.vocab.pad_id)  # (B, N)
+        # Per step, over all rows: nothing to sample, only visual tokens to sample, or anything.
+        sampled = plan < 0
+        visual_only = (plan == VISUAL) | ~sampled
+        kinds = [
+            "forced" if not s else "visual" if v else "full"
+            for s, v in zip(sampled.any(0).tolist(), visual_only.all(0).tolist(), strict=True)
+        ]
+        device = self.device
+        rng = torch.Generator(device=device)
+        rng.manual_seed(seed) if seed is not None else rng.seed()
+        scale = None
+        if guidance is not None:
+            scale = torch.as_tensor(guidance, dtype=torch.float32, device=device).expand(plan.shape[0])
+        return StepRule(
+            plan=plan.to(device),
+            kinds=kinds,
+            scale=scale,
+            schedule=schedule,
+            sampling=sampling or SamplingConfig(),
+            rng=rng,
+            plan_len=(plan != self.vocab.pad_id).sum(1).clamp_min(1).to(device),
+        )
+
+    def pick(self, rule: StepRule, hidden: Tensor, step: int) -> Tensor:
+        """Next token per request (B,) from last hidden states (R, D) of [cond; uncond] rows.
+
+        Steps where every row is forced skip the output projection; steps where rows may only take
+        visual tokens project onto the codebook's rows of lm_head alone. Both are exact: CFG on
+        log-probabilities only shifts each row by a constant, which neither sampling nor top-k sees."""
+        step_plan = rule.plan[:, step]
+        kind = rule.kinds[step]
+        if kind == "forced":
+            return step_plan
+        vocab = self.vocab
+        if kind == "visual":
+            logits = self.model.logits(hidden, slice(vocab.visual_start, vocab.visual_start + vocab.codebook_size))
+        else:
+            logits = self.model.logits(hidden)
+        if rule.scale is not None:
+            progress = torch.full_like(rule.scale, step) / rule.plan_len
+            logits = cfg_logits(logits, scheduled_scale(rule.scale, progress, rule.schedule))  # (B, V')
+        if kind == "visual":
+            sampled = sample(logits, rule.sampling, rule.rng) + vocab.visual_start
+        else:
+            sampled = sample(constrain(logits, step_plan, self.masks.to(logits.device)), rule.sampling, rule.rng)
+        return choose(step_plan, sampled)
+
+
+@dataclass
+class StepRule:
+    plan: Tensor  # (B, N)
+    kinds: list[str]  # per step: "forced" | "visual" | "full"
+    scale: Tensor | None  # (B,) guidance, None without CFG
+    schedule: Schedule
+    sampling: SamplingConfig
+    rng: torch.Generator
+    plan_len: Tensor  # (B,) tokens each row's plan really asks for
 
 
 def _left_pad(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[Tensor, Tensor]:

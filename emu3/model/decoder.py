@@ -44,9 +44,12 @@ class Emu3Decoder(nn.Module):
         """
         return self.logits(self.hidden(tokens, input_pos, cache))
 
-    def logits(self, hidden: Tensor) -> Tensor:
-        """Project final hidden states (..., D) to fp32 logits (..., V)."""
-        return self.lm_head(hidden).float()
+    def logits(self, hidden: Tensor, vocab_slice: slice | None = None) -> Tensor:
+        """Project final hidden states (..., D) to fp32 logits (..., V), or only onto the vocab ids in
+        `vocab_slice` (e.g. the visual tokens) when the others cannot be chosen anyway."""
+        if vocab_slice is None:
+            return self.lm_head(hidden).float()
+        return torch.nn.functional.linear(hidden, self.lm_head.weight[vocab_slice]).float()
 
     def hidden(self, tokens: Tensor, input_pos: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
         """Final normalised hidden states (B, T, D) — the input of `logits` (training losses chunk over V)."""

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from emu3.generate.constraints import FREE, VISUAL, image_plan, text_plan, video_plan
 from emu3.generate.generator import Generator, VocabLayout
 from emu3.generate.guidance import cfg_logits
-from emu3.generate.sampling import SamplingConfig, sample
+from emu3.generate.sampling import SamplingConfig
 from emu3.model.config import tiny
 from emu3.model.init import build_decoder
 
@@ -34,28 +34,25 @@ def _plan(h, w):
     return image_plan(h, w, EOL, EOF, EOI, EOS)
 
 
-def _separate_pass_cfg(model, prompts, negatives, plan, scale, sampling, seed):
-    """Reference: the official formulation, conditional and unconditional streams as two forwards
-    with two caches per step (each stream its own left-padded batch)."""
-    from emu3.generate.constraints import choose, constrain, token_set_masks
+def _separate_pass_cfg(gen, prompts, negatives, plans, scale, sampling, seed):
+    """Reference: the official formulation, where the conditional and the unconditional stream are
+    two forwards with two caches each step. Token choice uses the same `pick` rule."""
     from emu3.generate.generator import _left_pad
 
-    masks = token_set_masks(512, 300, 200, PAD)
-    rng = torch.Generator().manual_seed(seed)
+    model = gen.model
+    rule = gen.step_rule(plans, scale, sampling=sampling, seed=seed)
     streams = []
     for rows in (prompts, negatives):
         tokens, pos = _left_pad(rows, PAD, torch.device("cpu"))
-        cache = model.new_cache(len(rows), tokens.shape[1] + plan.shape[1])
-        streams.append([cache, model(tokens, pos, cache)[:, -1], pos.max(1).values + 1])
+        cache = model.new_cache(len(rows), tokens.shape[1] + rule.plan.shape[1])
+        streams.append([cache, model.hidden(tokens, pos, cache)[:, -1], pos.max(1).values + 1])
     out = []
-    with torch.inference_mode():
-        for step in range(plan.shape[1]):
-            scores = cfg_logits(torch.cat([streams[0][1], streams[1][1]]), scale)
-            tok = choose(plan[:, step], sample(constrain(scores, plan[:, step], masks), sampling, rng))
-            out.append(tok)
-            for s in streams:
-                s[1] = model(tok[:, None], s[2][:, None], s[0])[:, -1]
-                s[2] = s[2] + 1
+    for step in range(rule.plan.shape[1]):
+        tok = gen.pick(rule, torch.cat([streams[0][1], streams[1][1]]), step)
+        out.append(tok)
+        for s in streams:
+            s[1] = model.hidden(tok[:, None], s[2][:, None], s[0])[:, -1]
+            s[2] = s[2] + 1
     return torch.stack(out, 1)
 
 
@@ -63,10 +60,10 @@ def _separate_pass_cfg(model, prompts, negatives, plan, scale, sampling, seed):
 def test_batched_cfg_equals_separate_passes(model, gen, sampling):
     prompts = [_prompt(9, 1), _prompt(5, 2)]
     negatives = [_prompt(3, 3), _prompt(7, 4)]
-    plan = torch.stack([_plan(3, 4), _plan(3, 4)])
-    ours = gen.generate(prompts, list(plan), negative_prompts=negatives, guidance=3.0, sampling=sampling, seed=11)
+    plans = [_plan(3, 4), _plan(2, 5)]
+    ours = gen.generate(prompts, plans, negative_prompts=negatives, guidance=3.0, sampling=sampling, seed=11)
     with torch.inference_mode():
-        ref = _separate_pass_cfg(model, prompts, negatives, plan, 3.0, sampling, seed=11)
+        ref = _separate_pass_cfg(gen, prompts, negatives, plans, 3.0, sampling, seed=11)
     assert torch.equal(ours.tokens, ref)
 
 
@@ -156,6 +153,18 @@ def test_bad_requests_are_clear_errors(gen):
         gen.generate([[1, 9999]], [_plan(1, 1)])
     with pytest.raises(ValueError, match="exceed the model's context"):
         gen.generate([_prompt(10, 0)], [_plan(30, 30)])
+
+
+def test_sliced_visual_logits_equal_full_vocab_choice(gen):
+    """The visual-only projection picks exactly what masking the full vocabulary would pick."""
+    from emu3.generate.constraints import choose, constrain
+
+    hidden = torch.randn(4, 64)
+    rule = gen.step_rule([_plan(2, 2)] * 2, [3.0, 1.5], sampling=SamplingConfig(temperature=0))
+    assert rule.kinds[:3] == ["visual", "visual", "forced"]
+    full = cfg_logits(gen.model.logits(hidden), rule.scale)
+    expected = choose(rule.plan[:, 0], constrain(full, rule.plan[:, 0], gen.masks).argmax(-1))
+    assert torch.equal(gen.pick(rule, hidden, 0), expected)
 
 
 def test_visual_steps_never_sample_text(gen):
