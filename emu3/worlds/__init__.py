@@ -1,0 +1,1 @@
+"""Procedural and packaged worlds for demos and evaluation (numpy / PIL only; no emu3 imports)."""

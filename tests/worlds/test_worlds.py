@@ -1,0 +1,93 @@
+"""The demo worlds: rendering, captions, questions and the checkers that score generated output."""
+
+import random
+
+import numpy as np
+import pytest
+
+from emu3.worlds import checker, motion, shapes
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_checker_recovers_every_rendered_scene(seed):
+    rng = random.Random(seed)
+    for _ in range(100):
+        scene = shapes.sample_scene(rng)
+        assert set(checker.detect(shapes.render(scene)).objects) == set(scene.objects)
+
+
+def test_scores_reward_the_right_scene_only():
+    rng = random.Random(4)
+    scene = shapes.Scene(
+        (shapes.Shape("circle", "red", "small", (0, 0)), shapes.Shape("square", "blue", "large", (2, 2)))
+    )
+    assert checker.score_image(shapes.render(scene), scene)["overall"] == 1.0
+    moved = shapes.Scene(
+        (shapes.Shape("circle", "red", "small", (0, 1)), shapes.Shape("square", "blue", "large", (2, 2)))
+    )
+    s = checker.score_image(shapes.render(moved), scene)
+    assert s["object"] == 1.0 and s["colour"] == 1.0 and s["position"] == 0.5 and s["overall"] == 0.0
+    blank = np.zeros((64, 64, 3), np.uint8) + np.array(shapes.BACKGROUND, np.uint8)
+    assert checker.score_image(blank, scene) == {"object": 0, "colour": 0, "position": 0, "count": 0, "overall": 0}
+    assert rng  # phrasing randomness is not involved in scoring
+
+
+def test_captions_parse_back_to_their_scene():
+    rng = random.Random(5)
+    phrasings = set()
+    for _ in range(300):
+        scene = shapes.sample_scene(rng)
+        text = shapes.caption(scene, rng)
+        phrasings.add(("there is" in text, "it" in text.split()))
+        assert shapes.parse_caption(text) == scene, text
+    assert len(phrasings) == 4  # absolute and relative positions, with and without "there is"
+    for bad in ["", "a red circle", "a small pink circle in the top left", "a small red circle in the top left xyz"]:
+        assert shapes.parse_caption(bad) is None
+
+
+def test_answers_are_true_of_the_scene():
+    rng = random.Random(6)
+    for _ in range(100):
+        scene = shapes.sample_scene(rng)
+        for q, a in shapes.questions(scene, rng):
+            if q.startswith("how many"):
+                assert a == shapes.NUMBERS[len(scene.objects)]
+            elif q.startswith("what colour is the "):
+                shape = q.removeprefix("what colour is the ").rstrip("?")
+                assert [o.colour for o in scene.objects if o.shape == shape] == [a]
+            elif q.startswith("is there a "):
+                colour, shape = q.removeprefix("is there a ").rstrip("?").split()
+                present = any(o.colour == colour and o.shape == shape for o in scene.objects)
+                assert a == ("yes" if present else "no")
+            elif q.startswith("where is the "):
+                colour, shape = q.removeprefix("where is the ").rstrip("?").split()
+                cells = [o.cell for o in scene.objects if o.colour == colour and o.shape == shape]
+                assert shapes.position_phrase(cells[0]) == a
+
+
+def test_motion_stays_in_frame_and_is_tracked():
+    rng = random.Random(7)
+    for _ in range(20):
+        m = motion.sample_motion(rng)
+        pos = m.positions(40)
+        assert (pos >= m.half - 1e-4).all() and (pos <= m.image_size - m.half + 1e-4).all()
+        steps = np.linalg.norm(np.diff(pos, axis=0), axis=1)
+        assert (steps <= 3.0 + 1e-3).all()  # a bounce only shortens a step
+        assert np.isclose(steps, 3.0, atol=1e-3).mean() > 0.6  # constant speed between bounces
+    m = motion.sample_motion(random.Random(8))
+    video = motion.render_video(m, 16)
+    assert video.shape == (16, 64, 64, 3)
+    good, wrong = motion.score_video(video, m), motion.score_video(video[::-1].copy(), m)
+    assert good["found"] == 1.0 and good["error_px"] < 1.5 and wrong["error_px"] > 5
+    assert m.caption().startswith(f"a {m.colour} {m.shape} moving ")
+
+
+def test_digit_judge_reads_real_digits():
+    pytest.importorskip("sklearn", reason="the digits world needs scikit-learn (emu3[world])")
+    from emu3.worlds import digits
+
+    judge = digits.DigitJudge.train()
+    assert judge.test_accuracy > 0.85
+    images, labels = digits.load_split("test")
+    assert images.shape[1:] == (64, 64, 3) and images.dtype == np.uint8
+    assert digits.parse_caption(digits.caption(7)) == 7 and digits.parse_caption("a cat") is None
