@@ -33,9 +33,24 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=1e-4 steps=20")
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from emu3.serve.server import serve
+
+    return serve(args)
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    from emu3.serve.server import add_arguments
+
+    p = sub.add_parser("serve", help="HTTP API (OpenAI-shaped) and a demo web page over a model")
+    add_arguments(p)
+    p.set_defaults(func=_serve)
+
+
 # Each entry adds one subcommand. Keep the list in the order `emu3 --help` should show.
 REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_selfcheck,
+    _add_serve,
 ]
 
 
