@@ -130,11 +130,27 @@ def build_app(pipe: Pipeline, cfg: ServeConfig | None = None) -> FastAPI:
     app.state.server = server
     _add_error_handlers(app)
     _add_routes(app, server)
+    app.openapi = lambda: _openapi(app)
     app.add_middleware(BodyLimit, max_bytes=cfg.limits.max_body_bytes)
     if cfg.api_key:
         app.add_middleware(BearerAuth, key=cfg.api_key)
     app.add_middleware(Timing, metrics=server.metrics, routes=ROUTES)
     return app
+
+
+def _openapi(app: FastAPI) -> dict:
+    """FastAPI's spec without its default 422 answers: validation errors here are OpenAI-style 400s."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        for path in spec["paths"].values():
+            for operation in path.values():
+                operation.get("responses", {}).pop("422", None)
+        schemas = spec.get("components", {}).get("schemas", {})
+        schemas.pop("HTTPValidationError", None), schemas.pop("ValidationError", None)
+        app.openapi_schema = spec
+    return app.openapi_schema
 
 
 # ---------------------------------------------------------------- errors
