@@ -215,7 +215,7 @@ def _given_codes(pipe: Pipeline, limits: Limits, video: str):
         raise invalid("video", str(err), "invalid_video") from None
     if len(frames) > limits.max_input_frames:
         raise invalid("video", f"at most {limits.max_input_frames} frames")
-    step = pipe.vq.cfg.temporal_factor
+    step = pipe.vq.cfg.temporal_downsample_factor
     keep = len(frames) - len(frames) % step  # the VQ encodes whole groups of frames: drop the oldest extra
     if keep == 0:
         raise invalid("video", f"needs at least {step} frames", "invalid_video")

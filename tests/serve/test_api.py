@@ -94,18 +94,20 @@ def test_openai_client_streams_a_chat_answer(oai):
 # ---------------------------------------------------------------- SSE image stream
 
 
-def test_image_stream_reports_rows_partial_images_and_the_final_image(client):
+def test_image_stream_reports_rows_partial_images_and_the_final_image(client, pipe):
     body = {"prompt": "a blue square", "size": "32x32", "seed": 3}
     with client.stream("POST", "/v1/images/generations", json=body | {"stream": True, "partial_images": 3}) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
         events = _events(r)
     names = [n for n, _ in events]
     progress = [json.loads(d) for n, d in events if n == "image_generation.progress"]
-    assert [p["rows_done"] for p in progress] == [1, 2, 3, 4]
+    rows = progress[0]["rows"]
+    assert [p["rows_done"] for p in progress] == list(range(1, rows + 1)) and rows == 32 // pipe.vq.cfg.spatial_factor
     assert names.count("image_generation.partial_image") == 3 and names[-1] == "image_generation.completed"
-    assert names.index("image_generation.partial_image") > names.index("image_generation.progress")
-    partial = _png(json.loads(events[names.index("image_generation.partial_image")][1])["b64_json"])
-    assert partial.shape == (32, 32, 3) and (partial[8:] == 128).all()  # rows still to come are grey
+    first = names.index("image_generation.partial_image")
+    done_before = names[:first].count("image_generation.progress")
+    partial = _png(json.loads(events[first][1])["b64_json"])
+    assert partial.shape == (32, 32, 3) and (partial[done_before * 32 // rows :] == 128).all()  # rows to come: grey
     final = _png(json.loads(events[-1][1])["b64_json"])
     plain = _png(client.post("/v1/images/generations", json=body).json()["data"][0]["b64_json"])
     np.testing.assert_array_equal(final, plain)
