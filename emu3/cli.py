@@ -33,6 +33,77 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=1e-4 steps=20")
 
 
+# ---------------------------------------------------------------- generation
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="model folder (default: the shipped demo model)")
+    p.add_argument("--vq", default=None, help="vision tokenizer folder, if not inside --model (BAAI layout)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
+    p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"], help="decoder dtype (default: bf16)")
+    p.add_argument("--seed", type=int, default=None, help="sampling seed (default: random)")
+    p.add_argument("--temperature", type=float, default=None, help="sampling temperature (0 = greedy)")
+    p.add_argument("--top-k", type=int, default=None, help="top-k sampling (0 = off)")
+
+
+def _load_pipeline(args: argparse.Namespace):
+    from emu3.commands import load_pipeline
+
+    return load_pipeline(args.model, args.vq, args.device, args.dtype)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from emu3.commands import generate_images
+
+    return generate_images(_load_pipeline(args), args)
+
+
+def _add_generate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="text -> image(s)")
+    p.add_argument("prompts", nargs="+", help="one or more prompts (batched together)")
+    p.add_argument("-o", "--output", default="emu3.png", help="output file; several images get _N suffixes")
+    p.add_argument("--size", default=None, help="image size in pixels, HxW or one number (default: the model's)")
+    p.add_argument("--num-images", type=int, default=1, help="images per prompt")
+    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (1 = off)")
+    p.add_argument("--negative", default=None, help="negative prompt (default: the model's)")
+    _add_model_args(p)
+    p.set_defaults(func=_generate)
+
+
+def _generate_video(args: argparse.Namespace) -> int:
+    from emu3.commands import generate_video
+
+    return generate_video(_load_pipeline(args), args)
+
+
+def _add_generate_video(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate-video", help="text -> video, or extend a video (--extend)")
+    p.add_argument("prompt", help="what happens in the video")
+    p.add_argument("-o", "--output", default="emu3.gif", help="output .gif or .mp4")
+    p.add_argument("--frames", type=int, default=None, help="latent frames to generate (each decodes to several)")
+    p.add_argument("--extend", default=None, help="a .gif/.mp4 clip to continue instead of starting from nothing")
+    p.add_argument("--size", default=None, help="frame size in pixels, HxW (default: the model's)")
+    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (1 = off)")
+    p.add_argument("--fps", type=int, default=8, help="frames per second of the written file")
+    _add_model_args(p)
+    p.set_defaults(func=_generate_video)
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from emu3.commands import chat
+
+    return chat(_load_pipeline(args), args)
+
+
+def _add_chat(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("chat", help="ask about an image; without a question, a multi-turn chat")
+    p.add_argument("image", nargs="?", default=None, help="image file (png/jpg/...)")
+    p.add_argument("question", nargs="?", default=None, help="one question; omit it for an interactive chat")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="answer length limit")
+    _add_model_args(p)
+    p.set_defaults(func=_chat)
+
+
 def _serve(args: argparse.Namespace) -> int:
     from emu3.serve.server import serve
 
@@ -50,6 +121,9 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
 # Each entry adds one subcommand. Keep the list in the order `emu3 --help` should show.
 REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_selfcheck,
+    _add_generate,
+    _add_generate_video,
+    _add_chat,
     _add_serve,
 ]
 

@@ -233,6 +233,16 @@ def _stored_shape(path: Path, key: str) -> tuple[int, ...]:
 # ---------------------------------------------------------------- save
 
 
+def vocabulary_map(special_names: dict[int, str], visual_start: int, codebook_size: int) -> dict[str, int]:
+    """The `vocabulary_map` transformers' Emu3Config wants: special strings -> ids, with its renaming
+    of `<|extra_0|>` to the placeholder `<image>` (spec 3.1). `special_names` maps non-visual ids."""
+    vocab = {name: i for i, name in special_names.items()}
+    if "<|extra_0|>" in vocab:
+        vocab["<image>"] = vocab.pop("<|extra_0|>")
+    vocab.update({f"<|visual token {k:06d}|>": visual_start + k for k in range(codebook_size)})
+    return vocab
+
+
 def save_decoder(
     model: Emu3Decoder,
     folder: str | Path,

@@ -1,0 +1,325 @@
+"""Pipeline: the user-facing tasks, each a function of tokenizer + Generator + vision tokenizer.
+
+    pipe = Pipeline.load("path/to/model")                     # decoder + VQ + tokenizer from a folder
+    images = pipe.text_to_image(["a red circle"], seed=0)     # list of (H, W, 3) uint8
+    answer = pipe.chat([Turn("user", (image, "what colour is it?"))])
+    frames = pipe.text_to_video("a ball moving right", frames=4)
+    longer = pipe.extend_video(frames, "a ball moving right", new_frames=2)
+
+This module and data/pretokenize.py are the only ones that touch both the VQ and the decoder. All
+sequences come from emu3.tokens (templates / format), all decoding from the Generator.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from emu3.generate.constraints import image_plan, text_plan, video_plan
+from emu3.generate.generator import Generator, VocabLayout
+from emu3.generate.sampling import SamplingConfig
+from emu3.model.decoder import Emu3Decoder
+from emu3.tokens import format as fmt
+from emu3.tokens import templates
+from emu3.tokens.text import TextTokenizer
+from emu3.vision.vq import VQModel
+
+PIPELINE_FILE = "emu3_pipeline.json"
+Progress = Callable[[int, int], None]  # (tokens done, tokens total)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Generation defaults that belong to a model (saved beside it as emu3_pipeline.json).
+
+    The defaults are BAAI's for the released checkpoints (spec 3.3, 4.1); a model trained here
+    stores its own (e.g. no "masterpiece" suffix, its own image size)."""
+
+    positive_suffix: str = templates.POSITIVE_SUFFIX
+    negative_prompt: str = templates.DEFAULT_NEGATIVE
+    system: str = templates.DEFAULT_SYSTEM
+    image_size: tuple[int, int] | None = None  # pixels (H, W); None: from the decoder's image_area
+    video_frames: int = 4  # latent frames of a generated video
+    guidance: float = 3.0
+    temperature: float = 1.0
+    top_k: int = 2048
+    top_p: float = 1.0
+    max_answer_tokens: int = 256
+
+    @classmethod
+    def read(cls, folder: str | Path) -> PipelineConfig:
+        path = Path(folder) / PIPELINE_FILE
+        if not path.is_file():
+            return cls()
+        raw = json.loads(path.read_text())
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown key(s) {unknown}")
+        if raw.get("image_size") is not None:
+            raw["image_size"] = tuple(raw["image_size"])
+        return cls(**raw)
+
+    def write(self, folder: str | Path) -> None:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        (Path(folder) / PIPELINE_FILE).write_text(json.dumps(data, indent=2) + "\n")
+
+    def sampling(self) -> SamplingConfig:
+        return SamplingConfig(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
+
+
+@dataclass(frozen=True)
+class Turn:
+    """A chat turn for `Pipeline.chat`: user content mixes text and images ((H, W, 3) uint8 arrays)."""
+
+    role: str
+    content: tuple[str | np.ndarray, ...]
+
+
+class Pipeline:
+    def __init__(self, decoder: Emu3Decoder, vq: VQModel, tokenizer: TextTokenizer, cfg: PipelineConfig) -> None:
+        special = tokenizer.special
+        if special.vocab_size > decoder.cfg.vocab_size:
+            raise ValueError(
+                f"the tokenizer has {special.vocab_size} ids but the decoder only {decoder.cfg.vocab_size}: "
+                "they do not belong to the same model"
+            )
+        if vq.cfg.codebook_size != special.codebook_size:
+            raise ValueError(
+                f"the vision tokenizer has {vq.cfg.codebook_size} codes but the text tokenizer "
+                f"{special.codebook_size} visual tokens: they do not belong to the same model"
+            )
+        self.decoder, self.vq, self.tok, self.cfg = decoder.eval(), vq.eval(), tokenizer, cfg
+        self.generator = Generator(decoder, VocabLayout(special.visual_start, special.codebook_size, special.pad,
+                                                        special.eos))  # fmt: skip
+
+    @classmethod
+    def load(
+        cls,
+        folder: str | Path,
+        *,
+        vq_folder: str | Path | None = None,
+        dtype: torch.dtype | None = torch.bfloat16,
+        vq_dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+    ) -> Pipeline:
+        """Decoder and tokenizer from `folder`; the VQ from `vq_folder`, or from `folder` when it is a
+        transformers Emu3ForConditionalGeneration (BAAI ships the VQ as a separate folder)."""
+        from emu3.convert.decoder import load_decoder
+        from emu3.convert.vq import load_vision_tokenizer
+        from emu3.tokens.text import load_text_tokenizer
+
+        decoder = load_decoder(folder, dtype=dtype, device=device)
+        vq = load_vision_tokenizer(vq_folder or folder, dtype=vq_dtype, device=device)
+        return cls(decoder, vq, load_text_tokenizer(folder), PipelineConfig.read(folder))
+
+    def save(self, folder: str | Path) -> Path:
+        """One folder with everything `Pipeline.load` needs: a transformers Emu3ForConditionalGeneration
+        (decoder + VQ), the tokenizer files and the generation defaults."""
+        from emu3.convert.decoder import save_decoder, vocabulary_map
+        from emu3.convert.vq import vq_config_to_hf, vq_state_dict_to_hf
+
+        s = self.tok.special
+        names = {i: self.tok.special_name(i) for i in range(s.pad, s.visual_start)}
+        save_decoder(
+            self.decoder, folder, bos_id=s.bos, eos_id=s.eos, pad_id=s.pad, vq_state=vq_state_dict_to_hf(self.vq),
+            vq_config=vq_config_to_hf(self.vq.cfg), vocabulary_map=vocabulary_map(names, s.visual_start,
+                                                                                  s.codebook_size),
+        )  # fmt: skip
+        self.tok.save(folder)
+        self.cfg.write(folder)
+        return Path(folder)
+
+    # ------------------------------------------------------------ images
+
+    def latent_size(self, image_size: tuple[int, int] | None = None) -> tuple[int, int]:
+        """Latent (h, w) for a pixel size, or for the configured / trained image area."""
+        factor = self.vq.cfg.spatial_factor
+        size = image_size or self.cfg.image_size
+        if size is None:
+            return templates.generation_size("1:1", self.decoder.cfg.image_area, factor)
+        h, w = size
+        if h % factor or w % factor or h <= 0 or w <= 0:
+            raise ValueError(f"image size {h}x{w} must be a positive multiple of {factor} in both sides")
+        return h // factor, w // factor
+
+    @torch.inference_mode()
+    def text_to_image(
+        self,
+        prompts: str | Sequence[str],
+        *,
+        image_size: tuple[int, int] | None = None,
+        num_images: int = 1,
+        guidance: float | None = None,
+        negative_prompt: str | None = None,
+        sampling: SamplingConfig | None = None,
+        seed: int | None = None,
+        progress: Progress | None = None,
+    ) -> list[np.ndarray]:
+        """`num_images` images per prompt, as (H, W, 3) uint8, in prompt order."""
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        h, w = self.latent_size(image_size)
+        cond = [templates.t2i_prompt(p, h, w, self.tok, positive_suffix=self.cfg.positive_suffix) for p in prompts]
+        neg = templates.t2i_negative_prompt(h, w, self.tok, negative_prompt or self.cfg.negative_prompt)
+        rows = [c for c in cond for _ in range(num_images)]
+        out = self._generate(rows, [image_plan(h, w, *self._grid_ids())] * len(rows), neg, guidance, sampling, seed,
+                             progress)  # fmt: skip
+        codes = torch.stack([self._parse_vision(fmt.image_prefix(h, w, self.tok), row, fmt.Image) for row in out])
+        return self.decode_images(codes)
+
+    def encode_images(self, images: Sequence[np.ndarray]) -> list[Tensor]:
+        """(H, W, 3) uint8 images -> list of (h, w) codes (each image encoded alone, as BAAI does)."""
+        from emu3.vision.image_io import to_pixels
+
+        out = []
+        for image in images:
+            pixels = to_pixels(image, self.vq.cfg.spatial_factor).to(self._vq_device(), self._vq_dtype())
+            out.append(self.vq.encode_image(pixels[None])[0].cpu())
+        return out
+
+    def decode_images(self, codes: Tensor) -> list[np.ndarray]:
+        """(B, h, w) codes -> list of (H, W, 3) uint8."""
+        from emu3.vision.image_io import to_uint8
+
+        pixels = self.vq.decode_image(codes.to(self._vq_device()))
+        return [to_uint8(p) for p in pixels.float().cpu()]
+
+    # ------------------------------------------------------------ video
+
+    @torch.inference_mode()
+    def text_to_video(
+        self, prompt: str, *, frames: int | None = None, image_size: tuple[int, int] | None = None,
+        guidance: float | None = None, sampling: SamplingConfig | None = None, seed: int | None = None,
+        progress: Progress | None = None,
+    ) -> np.ndarray:  # fmt: skip
+        """(T, H, W, 3) uint8 frames; `frames` counts latent frames (each decodes to several)."""
+        return self.extend_video(None, prompt, new_frames=frames or self.cfg.video_frames, image_size=image_size,
+                                 guidance=guidance, sampling=sampling, seed=seed, progress=progress)  # fmt: skip
+
+    @torch.inference_mode()
+    def extend_video(
+        self, frames: np.ndarray | None, prompt: str, *, new_frames: int, image_size: tuple[int, int] | None = None,
+        guidance: float | None = None, sampling: SamplingConfig | None = None, seed: int | None = None,
+        progress: Progress | None = None,
+    ) -> np.ndarray:  # fmt: skip
+        """Continue a clip by next-token prediction of `new_frames` further latent frames.
+
+        `frames` (T, H, W, 3) uint8, T a multiple of the VQ's temporal factor; None starts from nothing.
+        Returns the given frames followed by the new ones."""
+        if new_frames <= 0:
+            raise ValueError(f"new_frames must be positive, got {new_frames}")
+        given = None if frames is None else self.encode_video(frames)  # (t, h, w)
+        h, w = given.shape[1:] if given is not None else self.latent_size(image_size)
+        total = new_frames + (0 if given is None else given.shape[0])
+        body = (
+            []
+            if given is None
+            else fmt.video_block(given, self.tok)[len(fmt.video_prefix(*given.shape, self.tok)) : -1]
+        )
+        prefix = fmt.video_prefix(total, h, w, self.tok)
+        cond = [self.tok.special.bos, *self.tok.encode(prompt + self.cfg.positive_suffix), *prefix, *body]
+        neg = [self.tok.special.bos, *self.tok.encode(self.cfg.negative_prompt), *prefix, *body]
+        plan = video_plan(new_frames, h, w, *self._grid_ids())
+        out = self._generate([cond], [plan], neg, guidance, sampling, seed, progress)[0]
+        codes = self._parse_vision(prefix + body, out, fmt.Video)
+        return self.decode_video(codes)
+
+    def encode_video(self, frames: np.ndarray) -> Tensor:
+        """(T, H, W, 3) uint8 -> (t, h, w) codes."""
+        from emu3.vision.image_io import to_pixels
+
+        pixels = torch.stack([to_pixels(f, self.vq.cfg.spatial_factor) for f in frames])
+        return self.vq.encode_video(pixels[None].to(self._vq_device(), self._vq_dtype()))[0].cpu()
+
+    def decode_video(self, codes: Tensor) -> np.ndarray:
+        from emu3.vision.image_io import to_uint8
+
+        frames = self.vq.decode_video(codes[None].to(self._vq_device()))[0]
+        return np.stack([to_uint8(f) for f in frames.float().cpu()])
+
+    # ------------------------------------------------------------ understanding
+
+    @torch.inference_mode()
+    def chat(
+        self, turns: Sequence[Turn], *, max_new_tokens: int | None = None, sampling: SamplingConfig | None = None,
+        seed: int | None = None, progress: Progress | None = None,
+    ) -> str:  # fmt: skip
+        """The assistant's next answer to a conversation that ends with a user turn (greedy by default)."""
+        messages = [templates.Message(t.role, tuple(self._content(c) for c in t.content)) for t in turns]
+        prompt = templates.chat_prompt(messages, self.tok, system=self.cfg.system)
+        return self._answer(prompt, max_new_tokens, sampling, seed, progress)
+
+    def ask(self, image: np.ndarray, question: str, **kwargs) -> str:
+        """One question about one image."""
+        return self.chat([Turn("user", (image, question))], **kwargs)
+
+    @torch.inference_mode()
+    def caption(self, image: np.ndarray, **kwargs) -> str:
+        """A caption in the pretraining understanding layout: BOS <image> -> caption."""
+        prompt = [self.tok.special.bos, *fmt.image_block(self.encode_images([image])[0], self.tok)]
+        return self._answer(prompt, kwargs.pop("max_new_tokens", None), **kwargs)
+
+    def _answer(self, prompt, max_new_tokens, sampling=None, seed=None, progress=None) -> str:
+        plan = text_plan(max_new_tokens or self.cfg.max_answer_tokens)
+        out = self.generator.generate([prompt], [plan], sampling=sampling or SamplingConfig(temperature=0), seed=seed,
+                                      callback=_step_progress(progress, plan.numel()))  # fmt: skip
+        n = int(out.lengths[0])
+        return self.tok.decode(out.tokens[0, :n].tolist()).strip()
+
+    def _content(self, item: str | np.ndarray) -> str | fmt.Image:
+        if isinstance(item, str):
+            return item
+        return fmt.Image(self.encode_images([item])[0])
+
+    # ------------------------------------------------------------ helpers
+
+    def _grid_ids(self) -> tuple[int, int, int, int]:
+        s = self.tok.special
+        return s.eol, s.eof, s.eoi, s.eos
+
+    def _generate(self, rows, plans, negative, guidance, sampling, seed, progress) -> list[list[int]]:
+        g = self.cfg.guidance if guidance is None else guidance
+        negatives = [negative] * len(rows) if g != 1.0 else None
+        out = self.generator.generate(
+            rows,
+            plans,
+            negative_prompts=negatives,
+            guidance=g,
+            sampling=sampling or self.cfg.sampling(),
+            seed=seed,
+            callback=_step_progress(progress, max(p.numel() for p in plans)),
+        )
+        return [row[: int(n)].tolist() for row, n in zip(out.tokens, out.lengths, strict=True)]
+
+    def _parse_vision(self, prefix: list[int], generated: list[int], kind: type) -> Tensor:
+        """The codes of the one image/video that `prefix + generated` (minus its EOS) spells."""
+        ids = prefix + generated
+        if ids and ids[-1] == self.tok.special.eos:
+            ids = ids[:-1]
+        segments = fmt.parse(ids, self.tok)
+        found = [s for s in segments if isinstance(s, kind)]
+        if len(found) != 1:
+            raise fmt.FormatError(f"expected one {kind.__name__} in the generated tokens, found {len(found)}")
+        return found[0].codes
+
+    def _vq_device(self) -> torch.device:
+        return next(self.vq.parameters()).device
+
+    def _vq_dtype(self) -> torch.dtype:
+        return next(self.vq.parameters()).dtype
+
+    def with_config(self, **changes) -> Pipeline:
+        """The same models with other generation defaults."""
+        return Pipeline(self.decoder, self.vq, self.tok, replace(self.cfg, **changes))
+
+
+def _step_progress(progress: Progress | None, total: int):
+    if progress is None:
+        return None
+    return lambda step, _tokens: progress(step + 1, total)

@@ -1,0 +1,55 @@
+"""Training corpora drawn from the worlds, as plain records (pixels + text), seeded and reproducible.
+
+    shapes_captions(n, seed)   {"image", "caption", "scene"}     text->image and image->text
+    shapes_qa(n, seed)         {"image", "qa": [(q, a), ...]}    visual question answering (SFT)
+    motion_videos(n, seed)     {"video", "caption", "motion"}    text->video and video extension
+    digit_captions(split)      {"image", "caption", "label"}     a real dataset (scikit-learn digits)
+
+Training draws seeds below `EVAL_SEED_OFFSET`; evaluation (emu3.eval.world) draws above it, so the
+evaluation scenes are new to the model.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+
+from emu3.worlds import motion, shapes
+
+EVAL_SEED_OFFSET = 1_000_000
+
+
+def _rng(seed: int, stream: int) -> random.Random:
+    if not 0 <= seed < EVAL_SEED_OFFSET // 100:
+        raise ValueError(f"training seeds must be in [0, {EVAL_SEED_OFFSET // 100}); got {seed}")
+    return random.Random(seed * 100 + stream)
+
+
+def shapes_captions(n: int, seed: int = 0, image_size: int = 64) -> Iterator[dict]:
+    rng = _rng(seed, 1)
+    for _ in range(n):
+        scene = shapes.sample_scene(rng)
+        yield {"image": shapes.render(scene, image_size), "caption": shapes.caption(scene, rng), "scene": scene}
+
+
+def shapes_qa(n: int, seed: int = 0, image_size: int = 64, per_image: int = 2) -> Iterator[dict]:
+    rng = _rng(seed, 2)
+    for _ in range(n):
+        scene = shapes.sample_scene(rng)
+        yield {"image": shapes.render(scene, image_size), "qa": shapes.questions(scene, rng, n=per_image),
+               "scene": scene}  # fmt: skip
+
+
+def motion_videos(n: int, seed: int = 0, frames: int = 16, image_size: int = 64) -> Iterator[dict]:
+    rng = _rng(seed, 3)
+    for _ in range(n):
+        m = motion.sample_motion(rng, image_size)
+        yield {"video": motion.render_video(m, frames), "caption": m.caption(), "motion": m}
+
+
+def digit_captions(split: str = "train", image_size: int = 64) -> Iterator[dict]:
+    from emu3.worlds import digits
+
+    images, labels = digits.load_split(split, image_size)
+    for image, label in zip(images, labels, strict=True):
+        yield {"image": image, "caption": digits.caption(int(label)), "label": int(label)}
