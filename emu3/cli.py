@@ -118,6 +118,58 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_serve)
 
 
+# ---------------------------------------------------------------- training
+
+
+def _recipe(module: str, config_class: str) -> Command:
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        from emu3.configuration import ConfigError, load
+
+        recipe = importlib.import_module(f"emu3.recipes.{module}")
+        owner = importlib.import_module("emu3.recipes.common") if config_class == "TrainConfig" else recipe
+        try:
+            cfg = load(getattr(owner, config_class), args.config, args.overrides)
+        except ConfigError as err:
+            raise SystemExit(f"config error: {err}") from None
+        recipe.main(cfg)
+        return 0
+
+    return run
+
+
+def _add_recipes(sub: argparse._SubParsersAction) -> None:
+    for name, module, cls, text in [
+        ("train-vq", "train_vq", "VQTrainConfig", "train a vision tokenizer (VQ) from scratch"),
+        ("pretrain", "pretrain", "TrainConfig", "next-token pretraining with text/vision loss weights"),
+        ("sft", "sft", "TrainConfig", "supervised fine-tuning from a trained model"),
+        ("dpo", "dpo", "DPOConfig", "direct preference optimisation with a frozen reference"),
+    ]:
+        p = sub.add_parser(name, help=text)
+        _add_config_args(p)
+        p.set_defaults(func=_recipe(module, cls))
+
+
+def _pretokenize(args: argparse.Namespace) -> int:
+    from emu3.commands import pretokenize
+
+    return pretokenize(args)
+
+
+def _add_pretokenize(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pretokenize", help="images/videos/text of a JSONL manifest -> token shards")
+    p.add_argument("manifest", help='JSONL: {"image": "a.png", "caption": "..."} / {"video": ...} / {"text": ...}')
+    p.add_argument("-o", "--output", required=True, help="corpus folder to write (resumes if it exists)")
+    p.add_argument("--model", required=True, help="folder with the tokenizer and the VQ (or --vq)")
+    p.add_argument("--vq", default=None, help="vision tokenizer folder, if not inside --model")
+    p.add_argument("--understanding", type=float, default=0.3, help="fraction also emitted image -> caption")
+    p.add_argument("--null-caption", type=float, default=0.1, help="fraction of captions dropped (for CFG)")
+    p.add_argument("--rank", type=int, default=0, help="this worker's index (for parallel runs)")
+    p.add_argument("--world-size", type=int, default=1, help="number of parallel workers")
+    p.set_defaults(func=_pretokenize)
+
+
 # Each entry adds one subcommand. Keep the list in the order `emu3 --help` should show.
 REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_selfcheck,
@@ -125,6 +177,8 @@ REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_generate_video,
     _add_chat,
     _add_serve,
+    _add_pretokenize,
+    _add_recipes,
 ]
 
 

@@ -157,3 +157,21 @@ def chat(pipe, args: argparse.Namespace) -> int:
         answer = pipe.chat(turns, **kwargs)
         turns.append(Turn("assistant", (answer,)))
         print(f"emu3> {answer}")
+
+
+def pretokenize(args: argparse.Namespace) -> int:
+    from emu3.convert.vq import load_vision_tokenizer
+    from emu3.data.pretokenize import PretokenizeConfig, read_manifest
+    from emu3.data.pretokenize import pretokenize as run
+    from emu3.tokens.text import load_text_tokenizer
+
+    manifest = Path(args.manifest)
+    if not manifest.is_file():
+        raise SystemExit(f"manifest not found: {manifest}")
+    tok = load_text_tokenizer(args.model)
+    vq = load_vision_tokenizer(args.vq or args.model)
+    cfg = PretokenizeConfig(understanding=args.understanding, null_caption=args.null_caption)
+    stats = run(read_manifest(manifest), args.output, vq, tok, cfg, rank=args.rank, world_size=args.world_size)
+    print(f"{stats['records']} records -> {stats['examples']} examples; {stats['skipped']} skipped; "
+          f"{stats['resumed_shards']} shards already done")  # fmt: skip
+    return 0

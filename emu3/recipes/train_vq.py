@@ -1,0 +1,179 @@
+"""Train an Emu3-style vision tokenizer from scratch.
+
+    emu3 train-vq configs/train_vq/tiny.yaml data=world steps=2000
+    emu3 train-vq configs/train_vq/tiny.yaml data=path/to/images/
+
+Losses: L1 + L2 reconstruction, codebook + beta * commitment with the straight-through estimator
+(spec 2.1 lists L2, LPIPS, GAN and commitment for the released model; LPIPS and the patch GAN are
+not used here). Unused codes are restarted from encoder outputs every `restart_every` steps.
+Images are trained as clips of repeated frames, exactly as they are encoded; `video_fraction` of
+each batch are real 4-frame clips (from the motion world) so the temporal layers learn motion.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from emu3.configuration import to_dict
+from emu3.convert.vq import save_vision_tokenizer
+from emu3.train.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
+from emu3.train.metrics import MetricLogger
+from emu3.train.optim import OptimConfig, build_optimizer, lr_at, set_lr
+from emu3.vision.config import VQConfig
+from emu3.vision.image_io import read_image, to_pixels
+from emu3.vision.vq import VQModel, build_vq
+
+
+@dataclass(frozen=True)
+class VQTrainConfig:
+    out: str = "runs/vq"
+    vq: VQConfig = field(default_factory=lambda: VQConfig(codebook_size=512, ch=32, ch_mult=(1, 2, 2, 4),
+                                                          num_res_blocks=1, attn_levels=()))  # fmt: skip
+    data: str = "world"  # "world" (shapes, digits, motion frames) or a folder of images
+    image_size: int = 64
+    video_fraction: float = 0.25
+    batch_size: int = 16
+    steps: int = 1000
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, min_lr=1e-4, warmup_steps=50,
+                                                                   weight_decay=0.0))  # fmt: skip
+    commitment: float = 0.25
+    restart_every: int = 100
+    save_every: int = 250
+    log_every: int = 50
+    eval_images: int = 64
+    resume: bool = True
+    threads: int = 0
+    seed: int = 0
+
+
+def _folder_images(folder: Path, size: int) -> list[np.ndarray]:
+    images, bad = [], 0
+    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp", ".webp"}):
+        try:
+            image = read_image(path)
+        except ValueError:
+            bad += 1
+            continue
+        h, w = image.shape[:2]
+        if min(h, w) < size:
+            bad += 1
+            continue
+        top, left = (h - size) // 2, (w - size) // 2  # centre crop
+        images.append(image[top : top + size, left : left + size])
+    if bad:
+        print(f"skipped {bad} unreadable or too small image(s) in {folder}")
+    if not images:
+        raise SystemExit(f"no usable images of at least {size}x{size} in {folder}")
+    return images
+
+
+def _world_images(n: int, size: int, seed: int) -> list[np.ndarray]:
+    from emu3.worlds import data
+
+    shapes = [r["image"] for r in data.shapes_captions(n, seed=seed, image_size=size)]
+    try:
+        digits = [r["image"] for r in data.digit_captions("train", image_size=size)][: n // 3]
+    except ImportError:
+        digits = []
+    return shapes + digits
+
+
+def _video_clips(n: int, size: int, seed: int) -> list[np.ndarray]:
+    from emu3.worlds import data
+
+    return [r["video"][:4] for r in data.motion_videos(n, seed=seed, frames=4, image_size=size)]
+
+
+def _to_clip(frames: list[np.ndarray] | np.ndarray, factor: int) -> torch.Tensor:
+    return torch.stack([to_pixels(f, factor) for f in frames])
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of pixels in [-1, 1]."""
+    mse = F.mse_loss(a.float().clamp(-1, 1), b.float().clamp(-1, 1)).item()
+    return 10 * math.log10(4.0 / max(mse, 1e-10))
+
+
+@torch.no_grad()
+def eval_psnr(vq: VQModel, images: list[np.ndarray]) -> float:
+    was = vq.training
+    vq.eval()
+    pixels = torch.stack([to_pixels(i, vq.cfg.spatial_factor) for i in images])
+    value = psnr(vq.decode_image(vq.encode_image(pixels)), pixels)
+    vq.train(was)
+    return value
+
+
+def main(cfg: VQTrainConfig) -> Path:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    if cfg.data == "world":
+        images = _world_images(4000, cfg.image_size, cfg.seed)
+        clips = _video_clips(800, cfg.image_size, cfg.seed) if cfg.video_fraction > 0 else []
+    else:
+        images, clips = _folder_images(Path(cfg.data), cfg.image_size), []
+    rng.shuffle(images)
+    held_out, images = images[: cfg.eval_images], images[cfg.eval_images :]
+    vq = build_vq(cfg.vq, seed=cfg.seed).train()
+    optimizer = build_optimizer(vq, cfg.optim)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    out, state = Path(cfg.out), TrainState()
+    ckpt = latest_checkpoint(out) if cfg.resume else None
+    if ckpt is not None:
+        state = load_checkpoint(ckpt, vq, optimizer, generators={"data": gen})
+        print(f"resumed from {ckpt} at step {state.step}")
+    log = MetricLogger(out / "metrics.jsonl", every=cfg.log_every)
+    start_psnr = eval_psnr(vq, held_out)
+    print(f"{sum(p.numel() for p in vq.parameters()) / 1e6:.2f}M parameters, {len(images)} images, "
+          f"{len(clips)} clips; untrained PSNR {start_psnr:.2f} dB")  # fmt: skip
+    t = vq.cfg.temporal_downsample_factor
+    counts = torch.zeros(vq.cfg.codebook_size, dtype=torch.long)
+
+    while state.step < cfg.steps:
+        started = time.perf_counter()
+        set_lr(optimizer, lr := lr_at(state.step, cfg.steps, cfg.optim))
+        n_video = int(round(cfg.batch_size * cfg.video_fraction)) if clips else 0
+        pick = torch.randint(len(images), (cfg.batch_size - n_video,), generator=gen).tolist()
+        batch = [_to_clip([images[i]] * t, vq.cfg.spatial_factor) for i in pick]
+        batch += [_to_clip(clips[i], vq.cfg.spatial_factor) for i in torch.randint(len(clips) or 1, (n_video,),
+                                                                                  generator=gen).tolist()]  # fmt: skip
+        frames = torch.stack(batch)  # (B, T, 3, H, W)
+        rec = vq.reconstruct(frames)
+        l1, l2 = (rec.pixels - frames).abs().mean(), F.mse_loss(rec.pixels, frames)
+        loss = l1 + l2 + rec.codebook_loss + cfg.commitment * rec.commitment_loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vq.parameters(), cfg.optim.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        counts += vq.quantize.usage(rec.codes.detach()).cpu()
+        state.step += 1
+        restarted = 0
+        if cfg.restart_every and state.step % cfg.restart_every == 0:
+            with torch.no_grad():
+                z = vq._latents(frames)
+            restarted = vq.quantize.restart_dead(counts, z, generator=gen)
+            usage = float((counts > 0).float().mean())
+            counts.zero_()
+        else:
+            usage = float("nan")
+        log.log(state.step, loss=loss.item(), l1=l1.item(), psnr_batch=psnr(rec.pixels.detach(), frames), lr=lr,
+                code_usage=usage, restarted=float(restarted), seconds=time.perf_counter() - started)  # fmt: skip
+        if state.step % cfg.save_every == 0 or state.step == cfg.steps:
+            save_checkpoint(out, vq.state_dict(), optimizer, state, config=to_dict(cfg), generators={"data": gen})
+
+    final_psnr = eval_psnr(vq, held_out)
+    folder = save_vision_tokenizer(vq.eval(), out / "model")
+    (out / "psnr.txt").write_text(f"untrained {start_psnr:.2f} dB\ntrained {final_psnr:.2f} dB\n")
+    log.plot(out / "curves.png", keys=("loss", "l1"))
+    print(f"held-out PSNR {start_psnr:.2f} -> {final_psnr:.2f} dB; saved {folder}")
+    return folder
