@@ -79,15 +79,19 @@ def examples(
     records: Iterable[dict], vq: VQModel, tok: TextTokenizer, cfg: PretokenizeConfig, stats: Counter,
     *, start: int = 0,
 ) -> Iterator[Example]:  # fmt: skip
-    """Examples from records; failures are counted in `stats` and never raised."""
+    """Examples from records; failures are counted in `stats` and never raised. Images are encoded
+    in batches of `cfg.batch_size` (each image's codes do not depend on its batch)."""
+    records = list(records)
+    image_codes = _encode_images(records, vq, cfg.batch_size)
     factor = vq.cfg.spatial_factor
     for index, record in enumerate(records, start):
         try:
             if "error" in record:
                 raise ValueError(record["error"])
             if record.get("image") is not None:
-                image = _load(record, "image")
-                codes = vq.encode_image(to_pixels(image, factor)[None].to(vq.dtype))[0]
+                codes = image_codes[index - start]
+                if isinstance(codes, Exception):
+                    raise codes
                 yield from _image_examples(index, record, codes, tok, cfg)
             elif record.get("video") is not None:
                 frames = np.asarray(_load(record, "video"))
@@ -104,6 +108,27 @@ def examples(
             stats["skipped"] += 1
             if stats["skipped"] <= 5:
                 print(f"skipping record {index}: {err}", file=sys.stderr)
+
+
+def _encode_images(records: list[dict], vq: VQModel, batch_size: int) -> list:
+    """Codes (or the error) for each record's image; images of one size are encoded together."""
+    out: list = [None] * len(records)
+    groups: dict[tuple[int, ...], list[tuple[int, torch.Tensor]]] = {}
+    for i, record in enumerate(records):
+        if record.get("image") is None or "error" in record:
+            continue
+        try:
+            pixels = to_pixels(_load(record, "image"), vq.cfg.spatial_factor)
+            groups.setdefault(tuple(pixels.shape), []).append((i, pixels))
+        except (ValueError, OSError) as err:
+            out[i] = err
+    for items in groups.values():
+        for b in range(0, len(items), batch_size):
+            part = items[b : b + batch_size]
+            codes = vq.encode_image(torch.stack([p for _, p in part]).to(vq.dtype))
+            for (i, _), c in zip(part, codes, strict=True):
+                out[i] = c
+    return out
 
 
 def _image_examples(index, record, codes, tok, cfg) -> Iterator[Example]:

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from emu3.configuration import to_dict
 from emu3.convert.vq import save_vision_tokenizer
+from emu3.recipes.common import autocast
 from emu3.train.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
 from emu3.train.metrics import MetricLogger
 from emu3.train.optim import OptimConfig, build_optimizer, lr_at, set_lr
@@ -49,6 +50,7 @@ class VQTrainConfig:
     save_every: int = 250
     log_every: int = 50
     eval_images: int = 64
+    bf16: bool = False  # bf16 autocast for the convolutions (faster on CPUs with AVX512-BF16)
     resume: bool = True
     threads: int = 0
     seed: int = 0
@@ -136,7 +138,6 @@ def main(cfg: VQTrainConfig) -> Path:
     start_psnr = eval_psnr(vq, held_out)
     print(f"{sum(p.numel() for p in vq.parameters()) / 1e6:.2f}M parameters, {len(images)} images, "
           f"{len(clips)} clips; untrained PSNR {start_psnr:.2f} dB")  # fmt: skip
-    t = vq.cfg.temporal_downsample_factor
     counts = torch.zeros(vq.cfg.codebook_size, dtype=torch.long)
 
     while state.step < cfg.steps:
@@ -144,13 +145,18 @@ def main(cfg: VQTrainConfig) -> Path:
         set_lr(optimizer, lr := lr_at(state.step, cfg.steps, cfg.optim))
         n_video = int(round(cfg.batch_size * cfg.video_fraction)) if clips else 0
         pick = torch.randint(len(images), (cfg.batch_size - n_video,), generator=gen).tolist()
-        batch = [_to_clip([images[i]] * t, vq.cfg.spatial_factor) for i in pick]
-        batch += [_to_clip(clips[i], vq.cfg.spatial_factor) for i in torch.randint(len(clips) or 1, (n_video,),
-                                                                                  generator=gen).tolist()]  # fmt: skip
-        frames = torch.stack(batch)  # (B, T, 3, H, W)
-        rec = vq.reconstruct(frames)
-        l1, l2 = (rec.pixels - frames).abs().mean(), F.mse_loss(rec.pixels, frames)
-        loss = l1 + l2 + rec.codebook_loss + cfg.commitment * rec.commitment_loss
+        pixels = torch.stack([to_pixels(images[i], vq.cfg.spatial_factor) for i in pick])  # (B, 3, H, W)
+        with autocast(cfg.bf16, "cpu"):
+            parts = [(vq.reconstruct_image(pixels), pixels[:, None])]
+            if n_video:
+                chosen = torch.randint(len(clips), (n_video,), generator=gen).tolist()
+                frames = torch.stack([_to_clip(clips[i], vq.cfg.spatial_factor) for i in chosen])
+                parts.append((vq.reconstruct(frames), frames))
+        l1 = sum((r.pixels.float() - x).abs().mean() * x.shape[0] for r, x in parts) / cfg.batch_size
+        l2 = sum(F.mse_loss(r.pixels.float(), x) * x.shape[0] for r, x in parts) / cfg.batch_size
+        vq_loss = sum((r.codebook_loss + cfg.commitment * r.commitment_loss) * x.shape[0] for r, x in parts)
+        loss = l1 + l2 + vq_loss / cfg.batch_size
+        rec = parts[0][0]
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vq.parameters(), cfg.optim.max_grad_norm)
         optimizer.step()
@@ -160,13 +166,13 @@ def main(cfg: VQTrainConfig) -> Path:
         restarted = 0
         if cfg.restart_every and state.step % cfg.restart_every == 0:
             with torch.no_grad():
-                z = vq._latents(frames)
+                z = vq._image_latents(pixels)
             restarted = vq.quantize.restart_dead(counts, z, generator=gen)
             usage = float((counts > 0).float().mean())
             counts.zero_()
         else:
             usage = float("nan")
-        log.log(state.step, loss=loss.item(), l1=l1.item(), psnr_batch=psnr(rec.pixels.detach(), frames), lr=lr,
+        log.log(state.step, loss=loss.item(), l1=l1.item(), psnr_batch=psnr(rec.pixels.detach()[:, 0], pixels), lr=lr,
                 code_usage=usage, restarted=float(restarted), seconds=time.perf_counter() - started)  # fmt: skip
         if state.step % cfg.save_every == 0 or state.step == cfg.steps:
             save_checkpoint(out, vq.state_dict(), optimizer, state, config=to_dict(cfg), generators={"data": gen})

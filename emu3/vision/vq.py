@@ -90,19 +90,31 @@ class Encoder(nn.Module):
         self.time_res_stack = nn.ModuleList(TemporalResBlock(cfg.z_channels, cfg.dropout)
                                             for _ in range(cfg.num_res_blocks))  # fmt: skip
 
-    def forward(self, frames: Tensor) -> Tensor:
-        """(B, T, 3, H, W) -> (B, C, T/4, h, w) latents."""
-        b, t = frames.shape[:2]
-        x = self.conv_in(frames.flatten(0, 1))  # (B*T, ch, H, W)
+    def spatial(self, frames: Tensor) -> Tensor:
+        """Per-frame part: (N, 3, H, W) -> (N, z, h, w)."""
+        x = self.conv_in(frames)
         for level in self.down:
             x = level(x)
-        x = self.conv_out(swish(self.norm_out(self.mid(x))))  # (B*T, z, h, w)
-        x = x.view(b, t, *x.shape[1:]).transpose(1, 2)  # (B, z, T, h, w)
+        return self.conv_out(swish(self.norm_out(self.mid(x))))
+
+    def temporal(self, x: Tensor) -> Tensor:
+        """(B, z, T, h, w) -> (B, z, T/4, h, w)."""
         for conv in self.time_conv:
             x = swish(conv(x))
         for block in self.time_res_stack:
             x = block(x)
         return x
+
+    def forward(self, frames: Tensor) -> Tensor:
+        """(B, T, 3, H, W) -> (B, z, T/4, h, w) latents."""
+        b, t = frames.shape[:2]
+        x = self.spatial(frames.flatten(0, 1))  # (B*T, z, h, w)
+        return self.temporal(x.view(b, t, *x.shape[1:]).transpose(1, 2))
+
+    def forward_still(self, pixels: Tensor, frames: int) -> Tensor:
+        """An image as a clip of `frames` identical frames, computing the per-frame part once."""
+        x = self.spatial(pixels)  # (B, z, h, w)
+        return self.temporal(x[:, :, None].expand(-1, -1, frames, -1, -1))
 
 
 class Decoder(nn.Module):
@@ -127,18 +139,31 @@ class Decoder(nn.Module):
         self.norm_out = SpatialNorm(cfg.embed_dim, cfg.ch * cfg.ch_mult[0])
         self.conv_out = nn.Conv2d(cfg.ch * cfg.ch_mult[0], cfg.out_channels, 3, padding=1)
 
-    def forward(self, z: Tensor, zq: Tensor) -> Tensor:
-        """z = post_quant_conv(zq), both (B, C, t, h, w) -> frames (B*T, 3, H, W), T = 4t."""
-        both = torch.cat([z, zq])  # the temporal layers are shared by z and its conditioning zq
+    def temporal(self, z: Tensor, zq: Tensor) -> tuple[Tensor, Tensor]:
+        """Both (B, C, t, h, w) -> both (B, C, 4t, h, w); the temporal layers are shared by z and zq."""
+        both = torch.cat([z, zq])
         for block in self.time_res_stack:
             both = block(both)
         for conv in self.time_conv:
             both = swish(conv(both))
-        z, zq = both.transpose(1, 2).flatten(0, 1).chunk(2)  # (B*T, C, h, w) each
+        return both.chunk(2)
+
+    def spatial(self, z: Tensor, zq: Tensor) -> Tensor:
+        """Per-frame part: (N, C, h, w) latent and conditioning -> (N, 3, H, W)."""
         x = self.mid(self.conv_in(z), zq)
         for level in reversed(self.up):
             x = level(x, zq)
         return self.conv_out(swish(self.norm_out(x, zq)))
+
+    def forward(self, z: Tensor, zq: Tensor, first_frame_only: bool = False) -> Tensor:
+        """z = post_quant_conv(zq), both (B, C, t, h, w) -> frames (B, T, 3, H, W), T = 4t
+        (T = 1 with `first_frame_only`, which is all an image needs)."""
+        z, zq = self.temporal(z, zq)
+        if first_frame_only:
+            z, zq = z[:, :, :1], zq[:, :, :1]
+        b, t = z.shape[0], z.shape[2]
+        frames = self.spatial(z.transpose(1, 2).flatten(0, 1), zq.transpose(1, 2).flatten(0, 1))
+        return frames.view(b, t, *frames.shape[1:])
 
 
 @dataclass
@@ -171,6 +196,12 @@ class VQModel(nn.Module):
         z = self.quant_conv(self.encoder(frames.to(self.dtype)))  # (B, D, t, h, w)
         return z.permute(0, 2, 3, 4, 1)
 
+    def _image_latents(self, pixels: Tensor) -> Tensor:
+        """(B, 3, H, W) -> (B, 1, h, w, D): the image as a clip of identical frames (spec 2.5)."""
+        self._check_pixels(pixels)
+        z = self.encoder.forward_still(pixels.to(self.dtype), self.cfg.temporal_downsample_factor)
+        return self.quant_conv(z).permute(0, 2, 3, 4, 1)
+
     @torch.no_grad()
     def encode_video(self, frames: Tensor) -> Tensor:
         """(B, T, 3, H, W) pixels in [-1, 1], T a multiple of the temporal factor -> (B, T/4, h, w) codes."""
@@ -187,8 +218,7 @@ class VQModel(nn.Module):
         """(B, 3, H, W) pixels in [-1, 1] -> (B, H/8, W/8) codes."""
         if pixels.ndim != 4:
             raise ValueError(f"encode_image expects (B, 3, H, W) pixels, got shape {tuple(pixels.shape)}")
-        clip = pixels[:, None].expand(-1, self.cfg.temporal_downsample_factor, -1, -1, -1)
-        return self.encode_video(clip)[:, 0]
+        return self.quantize.nearest(self._image_latents(pixels))[:, 0]
 
     @torch.no_grad()
     def decode_video(self, codes: Tensor) -> Tensor:
@@ -202,21 +232,25 @@ class VQModel(nn.Module):
         """(B, h, w) codes -> (B, 3, 8h, 8w) pixels."""
         if codes.ndim != 3:
             raise ValueError(f"decode_image expects (B, h, w) codes, got shape {tuple(codes.shape)}")
-        return self.decode_video(codes[:, None])[:, 0]
+        return self._decode(self.quantize.lookup(codes.long())[:, None], first_frame_only=True)[:, 0]
 
-    def _decode(self, zq: Tensor) -> Tensor:
-        """(B, t, h, w, D) code vectors -> (B, T, 3, H, W)."""
-        b, t, h, w, _ = zq.shape
+    def _decode(self, zq: Tensor, first_frame_only: bool = False) -> Tensor:
+        """(B, t, h, w, D) code vectors -> (B, T, 3, H, W) (T = 1 with `first_frame_only`)."""
         zq = zq.permute(0, 4, 1, 2, 3).to(self.dtype)  # (B, D, t, h, w)
-        frames = self.decoder(self.post_quant_conv(zq), zq)  # (B*T, 3, H, W)
-        return frames.view(b, t * self.cfg.temporal_downsample_factor, *frames.shape[1:])
+        return self.decoder(self.post_quant_conv(zq), zq, first_frame_only)
 
     # ------------------------------------------------------------ training
 
     def reconstruct(self, frames: Tensor) -> Reconstruction:
-        """Training forward: encode, quantise with straight-through gradients, decode."""
+        """Training forward for clips: encode, quantise with straight-through gradients, decode."""
         q = self.quantize.quantize(self._latents(frames))
         return Reconstruction(self._decode(q.z_q), q.codes, q.codebook_loss, q.commitment_loss)
+
+    def reconstruct_image(self, pixels: Tensor) -> Reconstruction:
+        """Training forward for images, computed as encode_image / decode_image do (one frame's work)."""
+        q = self.quantize.quantize(self._image_latents(pixels))
+        return Reconstruction(self._decode(q.z_q, first_frame_only=True), q.codes, q.codebook_loss,
+                              q.commitment_loss)  # fmt: skip
 
     def _check_pixels(self, frames: Tensor) -> None:
         h, w = frames.shape[-2:]
