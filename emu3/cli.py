@@ -129,8 +129,11 @@ def _recipe(module: str, config_class: str) -> Command:
 
         recipe = importlib.import_module(f"emu3.recipes.{module}")
         owner = importlib.import_module("emu3.recipes.common") if config_class == "TrainConfig" else recipe
+        path, overrides = args.config, list(args.overrides)
+        if path is not None and "=" in path and not path.endswith((".yaml", ".yml")):
+            path, overrides = None, [path, *overrides]  # no config file, only key=value overrides
         try:
-            cfg = load(getattr(owner, config_class), args.config, args.overrides)
+            cfg = load(getattr(owner, config_class), path, overrides)
         except ConfigError as err:
             raise SystemExit(f"config error: {err}") from None
         recipe.main(cfg)
@@ -145,6 +148,7 @@ def _add_recipes(sub: argparse._SubParsersAction) -> None:
         ("pretrain", "pretrain", "TrainConfig", "next-token pretraining with text/vision loss weights"),
         ("sft", "sft", "TrainConfig", "supervised fine-tuning from a trained model"),
         ("dpo", "dpo", "DPOConfig", "direct preference optimisation with a frozen reference"),
+        ("train-demo", "train_demo", "DemoConfig", "reproduce the shipped demo model from nothing (world -> DPO)"),
     ]:
         p = sub.add_parser(name, help=text)
         _add_config_args(p)
@@ -170,8 +174,15 @@ def _add_pretokenize(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_pretokenize)
 
 
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    from emu3.demo import add_commands
+
+    add_commands(sub)
+
+
 # Each entry adds one subcommand. Keep the list in the order `emu3 --help` should show.
 REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_demo,
     _add_selfcheck,
     _add_generate,
     _add_generate_video,

@@ -1,0 +1,248 @@
+"""`emu3 train-demo`: the shipped demo model, reproduced from nothing on a CPU.
+
+Stages (each skipped when its output already exists, so an interrupted run resumes):
+    1. vq         train a vision tokenizer on world images and motion clips (train_vq recipe)
+    2. tokenizer  train a small BPE on the world's captions, questions and answers
+    3. tokens     pretokenize the world: captions (both directions), digits, Q&A, videos
+    4. pretrain   next-token pretraining, text 1.0 / vision 0.5 (pretrain recipe)
+    5. sft        fine-tuning on Q&A and captions (sft recipe)
+    6. dpo        sample several images per prompt, rank them with the world's checker (standing in
+                  for the paper's human raters), train on best-vs-worst pairs (dpo recipe)
+    7. export     the final model folder, with its generation defaults and training log
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from emu3.configuration import load
+from emu3.recipes.common import DataConfig, ModelConfig, TrainConfig
+from emu3.train.losses import LossWeights
+from emu3.train.optim import OptimConfig
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+DEMO_MODEL = ModelConfig(dim=256, n_layers=6, n_heads=4, n_kv_heads=2, ffn_dim=688, max_seq_len=512, image_area=4096)
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    out: str = "runs/demo"
+    export: str = ""  # where the final model goes (default: <out>/model)
+    image_size: int = 64
+    captions: int = 12000  # shapes scenes with captions
+    qa_images: int = 4000  # shapes scenes with two questions each
+    videos: int = 600  # motion clips of 16 frames
+    use_digits: bool = True  # scikit-learn digits (needs emu3[world])
+    vq_config: str = str(CONFIGS / "train_vq" / "demo.yaml")
+    vq_steps: int = 1500
+    text_vocab: int = 400
+    model: ModelConfig = field(default_factory=lambda: DEMO_MODEL)
+    seq_len: int = 384
+    batch_size: int = 16
+    pretrain_steps: int = 1500
+    pretrain_lr: float = 1e-3
+    sft_steps: int = 300
+    dpo_prompts: int = 160
+    dpo_samples: int = 4
+    dpo_steps: int = 120
+    threads: int = 0
+    seed: int = 0
+
+
+def _stage(name: str, done: Path, log: dict) -> bool:
+    """True if the stage must run; prints a banner."""
+    if done.exists():
+        print(f"== {name}: already done ({done})")
+        log.setdefault("stages", {})[name] = "reused"
+        return False
+    print(f"== {name}")
+    return True
+
+
+def main(cfg: DemoConfig) -> Path:
+    from emu3.recipes import dpo, pretrain, sft, train_vq
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log: dict = {"config": {k: str(v) for k, v in cfg.__dict__.items()}, "seconds": {}}
+    started = time.perf_counter()
+
+    # 1. vision tokenizer
+    t0 = time.perf_counter()
+    vq_dir = out / "vq"
+    if _stage("vq", vq_dir / "model" / "config.json", log):
+        overrides = [f"out={vq_dir}", f"steps={cfg.vq_steps}", f"image_size={cfg.image_size}", f"seed={cfg.seed}"]
+        vq_cfg = load(train_vq.VQTrainConfig, cfg.vq_config, overrides)
+        train_vq.main(vq_cfg)
+    log["vq_psnr"] = (vq_dir / "psnr.txt").read_text().strip().splitlines() if (vq_dir / "psnr.txt").exists() else []
+    log["seconds"]["vq"] = round(time.perf_counter() - t0, 1)
+
+    # 2-3. tokenizer and token corpus
+    t0 = time.perf_counter()
+    tok_dir, corpus = out / "tokenizer", out / "tokens"
+    if _stage("tokens", corpus / "meta.json", log):
+        _tokenize_world(cfg, vq_dir / "model", tok_dir, corpus)
+    log["seconds"]["tokens"] = round(time.perf_counter() - t0, 1)
+
+    # 4. pretraining
+    t0 = time.perf_counter()
+    base = TrainConfig(
+        out=str(out / "pretrain"), tokenizer=str(tok_dir), vq=str(vq_dir / "model"), model=cfg.model,
+        data=DataConfig(corpus=str(corpus), seq_len=cfg.seq_len, batch_size=cfg.batch_size, seed=cfg.seed),
+        optim=OptimConfig(lr=cfg.pretrain_lr, min_lr=cfg.pretrain_lr / 10, warmup_steps=50),
+        loss=LossWeights(text=1.0, vision=0.5), steps=cfg.pretrain_steps, save_every=250, log_every=50,
+        seed=cfg.seed, threads=cfg.threads,
+    )  # fmt: skip
+    if _stage("pretrain", out / "pretrain" / "model" / "config.json", log):
+        pretrain.main(base)
+    log["seconds"]["pretrain"] = round(time.perf_counter() - t0, 1)
+
+    # 5. supervised fine-tuning (answers, captions, images; lower learning rate)
+    t0 = time.perf_counter()
+    sft_cfg = replace(base, out=str(out / "sft"), init=str(out / "pretrain" / "model"), steps=cfg.sft_steps,
+                      optim=OptimConfig(lr=cfg.pretrain_lr / 3, min_lr=cfg.pretrain_lr / 30, warmup_steps=20),
+                      data=replace(base.data, kinds=("qa", "t2i", "i2t")), save_every=100)  # fmt: skip
+    if _stage("sft", out / "sft" / "model" / "config.json", log):
+        _write_pipeline_defaults(out / "pretrain" / "model", cfg)
+        sft.main(sft_cfg)
+    log["seconds"]["sft"] = round(time.perf_counter() - t0, 1)
+
+    # 6. preference optimisation with checker-ranked samples
+    t0 = time.perf_counter()
+    prefs = out / "preferences"
+    if _stage("dpo-data", prefs / "meta.json", log):
+        log["dpo_data"] = _preference_pairs(cfg, out / "sft" / "model", prefs)
+    dpo_cfg = dpo.DPOConfig(init=str(out / "sft" / "model"), out=str(out / "dpo"),
+                            data=DataConfig(corpus=str(prefs), batch_size=8, seed=cfg.seed), steps=cfg.dpo_steps,
+                            optim=OptimConfig(lr=2e-5, min_lr=2e-6, warmup_steps=10), beta=0.5, nll_weight=0.2,
+                            save_every=60, log_every=20, threads=cfg.threads)  # fmt: skip
+    if _stage("dpo", out / "dpo" / "model" / "config.json", log):
+        dpo.main(dpo_cfg)
+    log["seconds"]["dpo"] = round(time.perf_counter() - t0, 1)
+
+    # 7. export
+    final = Path(cfg.export) if cfg.export else out / "model"
+    _export(out / "dpo" / "model", final, cfg)
+    log["seconds"]["total"] = round(time.perf_counter() - started, 1)
+    for stage in ("pretrain", "sft", "dpo"):
+        metrics = out / stage / "metrics.jsonl"
+        if metrics.exists():
+            rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+            log[f"{stage}_first"], log[f"{stage}_last"] = rows[0], rows[-1]
+    (final / "training_log.json").write_text(json.dumps(log, indent=2) + "\n")
+    print(f"demo model written to {final} in {log['seconds']['total'] / 60:.1f} min")
+    return final
+
+
+# ---------------------------------------------------------------- stages
+
+
+def _world_records(cfg: DemoConfig) -> list[dict]:
+    from emu3.worlds import data
+
+    records = list(data.shapes_captions(cfg.captions, seed=cfg.seed, image_size=cfg.image_size))
+    records += list(data.shapes_qa(cfg.qa_images, seed=cfg.seed, image_size=cfg.image_size))
+    if cfg.use_digits:
+        records += list(data.digit_captions("train", image_size=cfg.image_size))
+    records += list(data.motion_videos(cfg.videos, seed=cfg.seed, frames=16, image_size=cfg.image_size))
+    random.Random(cfg.seed).shuffle(records)
+    return records
+
+
+def _tokenize_world(cfg: DemoConfig, vq_dir: Path, tok_dir: Path, corpus: Path) -> None:
+    from emu3.convert.vq import load_vision_tokenizer
+    from emu3.data.pretokenize import PretokenizeConfig, pretokenize
+    from emu3.tokens.text import train_text_tokenizer
+
+    records = _world_records(cfg)
+    vq = load_vision_tokenizer(vq_dir)
+    texts = [r.get("caption", "") for r in records] + [f"{q} {a}" for r in records for q, a in r.get("qa", [])]
+    texts += ["You are a helpful assistant. USER: ASSISTANT:"] * 50
+    tok = train_text_tokenizer(texts, cfg.text_vocab, vq.cfg.codebook_size)
+    tok.save(tok_dir)
+    stats = pretokenize(records, corpus, vq, tok, PretokenizeConfig(understanding=0.3, null_caption=0.1,
+                                                                    shard_size=4000, batch_size=64))  # fmt: skip
+    print(f"tokenised {stats['records']} records into {stats['examples']} examples ({stats['skipped']} skipped)")
+
+
+def _write_pipeline_defaults(model_dir: Path, cfg: DemoConfig) -> None:
+    from emu3.generate.pipeline import PipelineConfig
+
+    size = (cfg.image_size, cfg.image_size)
+    defaults = PipelineConfig(
+        positive_suffix="",
+        negative_prompt="",
+        image_size=size,
+        video_frames=4,
+        guidance=3.0,
+        temperature=1.0,
+        top_k=64,
+        max_answer_tokens=48,
+    )
+    defaults.write(model_dir)
+
+
+def _preference_pairs(cfg: DemoConfig, model_dir: Path, out: Path) -> dict:
+    """Sample `dpo_samples` images per prompt, score each with the checker, keep best vs worst."""
+    from emu3.data.shards import Example, write_shard
+    from emu3.generate.pipeline import Pipeline
+    from emu3.tokens import templates
+    from emu3.worlds import checker, shapes
+
+    pipe = Pipeline.load(model_dir, dtype=torch.bfloat16)
+    rng = random.Random(cfg.seed + 7)
+    scenes = [shapes.sample_scene(rng) for _ in range(cfg.dpo_prompts)]
+    prompts = [shapes.caption(s, rng) for s in scenes]
+    h, w = pipe.latent_size()
+    pairs, scores_all = [], []
+    for i in range(0, len(prompts), 8):
+        batch = prompts[i : i + 8]
+        images = pipe.text_to_image(batch, num_images=cfg.dpo_samples, seed=cfg.seed + i)
+        codes_all = [pipe.encode_images([img])[0] for img in images]
+        for j, prompt in enumerate(batch):
+            scene = scenes[i + j]
+            group = list(range(j * cfg.dpo_samples, (j + 1) * cfg.dpo_samples))
+            scored = [(_score(checker.score_image(images[k], scene)), k) for k in group]
+            scores_all += [s for s, _ in scored]
+            best, worst = max(scored), min(scored)
+            if best[0] - worst[0] < 0.2:
+                continue
+            for k, kind in ((best[1], "chosen"), (worst[1], "rejected")):
+                ids = templates.caption_then_image(prompt, codes_all[k], pipe.tok)
+                prompt_len = len(templates.t2i_prompt(prompt, h, w, pipe.tok, positive_suffix=""))
+                labels = [-100] * prompt_len + ids[prompt_len:]
+                pairs.append(Example(ids, labels, kind))
+    if not pairs:
+        raise SystemExit("no preference pairs: every sample scored the same; train longer before DPO")
+    write_shard(out, "pairs", pairs)
+    return {"pairs": len(pairs) // 2, "mean_sample_score": sum(scores_all) / len(scores_all)}
+
+
+def _score(s: dict[str, float]) -> float:
+    return s["overall"] + 0.5 * s["position"] + 0.25 * s["colour"] + 0.25 * s["count"]
+
+
+def _export(src: Path, dst: Path, cfg: DemoConfig) -> None:
+    """Copy the final model with bf16 decoder weights (the shipped size) and the generation defaults."""
+    from emu3.convert.decoder import load_decoder, save_decoder, vocabulary_map
+    from emu3.convert.vq import load_vision_tokenizer, vq_config_to_hf, vq_state_dict_to_hf
+    from emu3.tokens.text import load_text_tokenizer
+
+    tok = load_text_tokenizer(src)
+    decoder = load_decoder(src, dtype=torch.float32)
+    vq = load_vision_tokenizer(src)
+    s = tok.special
+    names = {i: tok.special_name(i) for i in range(s.pad, s.visual_start)}
+    save_decoder(decoder, dst, bos_id=s.bos, eos_id=s.eos, pad_id=s.pad, dtype=torch.bfloat16,
+                 vq_state=vq_state_dict_to_hf(vq), vq_config=vq_config_to_hf(vq.cfg),
+                 vocabulary_map=vocabulary_map(names, s.visual_start, s.codebook_size))  # fmt: skip
+    tok.save(dst)
+    _write_pipeline_defaults(dst, cfg)
