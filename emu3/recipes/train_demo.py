@@ -40,12 +40,12 @@ class DemoConfig:
     videos: int = 600  # motion clips of 16 frames
     use_digits: bool = True  # scikit-learn digits (needs emu3[world])
     vq_config: str = str(CONFIGS / "train_vq" / "demo.yaml")
-    vq_steps: int = 1500
+    vq_steps: int = 600
     text_vocab: int = 400
     model: ModelConfig = field(default_factory=lambda: DEMO_MODEL)
     seq_len: int = 384
     batch_size: int = 16
-    pretrain_steps: int = 1500
+    pretrain_steps: int = 1000
     pretrain_lr: float = 1e-3
     sft_steps: int = 300
     dpo_prompts: int = 160
