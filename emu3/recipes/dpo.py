@@ -24,7 +24,7 @@ from emu3.model.decoder import Emu3Decoder
 from emu3.recipes.common import DataConfig, autocast, export_model
 from emu3.train.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
 from emu3.train.losses import dpo_loss, sequence_logps
-from emu3.train.metrics import MetricLogger
+from emu3.train.metrics import MetricLogger, progress_bar
 from emu3.train.optim import OptimConfig, build_optimizer, lr_at, set_lr
 
 
@@ -90,6 +90,7 @@ def main(cfg: DPOConfig) -> Path:
     print(f"DPO on {len(pairs)} preference pairs, beta {cfg.beta}, NLL weight {cfg.nll_weight}")
 
     # ---- loop
+    bar = progress_bar(cfg.steps, state.step, enabled=True)
     while state.step < cfg.steps:
         started = time.perf_counter()
         set_lr(optimizer, lr := lr_at(state.step, cfg.steps, cfg.optim))
@@ -108,6 +109,7 @@ def main(cfg: DPOConfig) -> Path:
         grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.optim.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        bar.update(1)
         state.step, state.position = state.step + 1, state.position + cfg.data.batch_size
         margin = ((pol_c - ref_c) - (pol_r - ref_r)).mean().item()
         accuracy = ((pol_c - ref_c) > (pol_r - ref_r)).float().mean().item()

@@ -19,7 +19,7 @@ from emu3.data.shards import Corpus
 from emu3.recipes.common import LMObjective, TrainConfig, autocast, export_model, model_for, tokenizer_for
 from emu3.train.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
 from emu3.train.distributed import all_reduce_mean, barrier, full_state_dict, init_distributed, teardown, wrap_model
-from emu3.train.metrics import MetricLogger
+from emu3.train.metrics import MetricLogger, progress_bar
 from emu3.train.optim import build_optimizer, lr_at, set_lr
 
 
@@ -50,6 +50,7 @@ def main(cfg: TrainConfig) -> Path:
     per_rank = cfg.data.batch_size // dist.world_size
 
     # ---- loop
+    bar = progress_bar(cfg.steps, state.step, enabled=dist.is_main)
     while state.step < cfg.steps:
         started = time.perf_counter()
         set_lr(optimizer, lr := lr_at(state.step, cfg.steps, cfg.optim))
@@ -66,6 +67,7 @@ def main(cfg: TrainConfig) -> Path:
         grad_norm = torch.nn.utils.clip_grad_norm_(objective.parameters(), cfg.optim.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        bar.update(1)
         state.step, state.position = state.step + 1, stream.position
         log.log(state.step, loss=all_reduce_mean(torch.tensor(sums["loss"]), dist).item(), text_loss=sums["text"],
                 vision_loss=sums["vision"], lr=lr, grad_norm=float(grad_norm),

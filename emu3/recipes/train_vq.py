@@ -26,7 +26,7 @@ from emu3.configuration import to_dict
 from emu3.convert.vq import save_vision_tokenizer
 from emu3.recipes.common import autocast
 from emu3.train.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
-from emu3.train.metrics import MetricLogger
+from emu3.train.metrics import MetricLogger, progress_bar
 from emu3.train.optim import OptimConfig, build_optimizer, lr_at, set_lr
 from emu3.vision.config import VQConfig
 from emu3.vision.image_io import read_image, to_pixels
@@ -140,6 +140,7 @@ def main(cfg: VQTrainConfig) -> Path:
           f"{len(clips)} clips; untrained PSNR {start_psnr:.2f} dB")  # fmt: skip
     counts = torch.zeros(vq.cfg.codebook_size, dtype=torch.long)
 
+    bar = progress_bar(cfg.steps, state.step, enabled=True)
     while state.step < cfg.steps:
         started = time.perf_counter()
         set_lr(optimizer, lr := lr_at(state.step, cfg.steps, cfg.optim))
@@ -163,6 +164,7 @@ def main(cfg: VQTrainConfig) -> Path:
         optimizer.zero_grad(set_to_none=True)
         counts += vq.quantize.usage(rec.codes.detach()).cpu()
         state.step += 1
+        bar.update(1)
         restarted = 0
         if cfg.restart_every and state.step % cfg.restart_every == 0:
             with torch.no_grad():

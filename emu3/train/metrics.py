@@ -60,3 +60,10 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "item"):
         value = value.item()
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+def progress_bar(total: int, done: int = 0, *, enabled: bool = True):
+    """A tqdm bar over optimiser steps (on stderr; a no-op bar when disabled)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=done, unit="step", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
