@@ -1,7 +1,8 @@
-"""`emu3 demo` and `emu3 eval`: run every task of the demo world on a model and write an HTML report.
+"""`emu3 demo` and `emu3 eval`: run the demo world's tasks on a model and write reports.
 
-emu3 demo                 # the shipped model, a small sample of each task, under 2 minutes on CPU
-emu3 eval --n 64          # the same tasks with more samples, for the README's table
+emu3 demo                              # the shipped model, a small sample of each task, under 2 minutes on CPU
+emu3 eval --suite all                  # the measured table (JSON + markdown + HTML) on the shipped model
+emu3 eval --model sft=runs/demo/sft/model --model dpo=runs/demo/model   # paired comparison of checkpoints
 """
 
 from __future__ import annotations
@@ -13,60 +14,76 @@ from pathlib import Path
 
 import torch
 
+DEMO_SIZES = {"text_to_image": 16, "digits": 10, "digit_recognition": 16, "vqa": 24, "captioning": 8,
+              "video_extension": 2, "video": 1}  # fmt: skip
+# `emu3 eval` sample counts per task, as multiples of --n (text-to-image prompts); 0: the whole split.
+EVAL_SHARES = {"text_to_image": 1.0, "text_to_image_no_cfg": 1.0, "compositional": 0.5, "vqa": 1.0, "captioning": 0.4,
+               "video_extension": 0.064, "video": 0.032, "digits": 0.4, "digit_recognition": 0}  # fmt: skip
 
-def run(args: argparse.Namespace, *, sizes: dict[str, int]) -> int:
+
+def _loader(args: argparse.Namespace):
     from emu3.commands import load_pipeline
+
+    return lambda folder: load_pipeline(folder, None, args.device, args.dtype)
+
+
+def run_demo(args: argparse.Namespace) -> int:
     from emu3.eval import world
     from emu3.eval.report import scores_only, write_report
 
     torch.manual_seed(args.seed)
-    pipe = load_pipeline(args.model, None, args.device, args.dtype)
+    pipe = _loader(args)(args.model)
     results, timings = {}, {}
-    for task, n in sizes.items():
-        if n <= 0:
-            continue
+    for task, n in DEMO_SIZES.items():
         start = time.perf_counter()
         try:
             results[task] = world.TASKS[task](pipe, n=n, seed=args.seed)
-        except ImportError as err:  # e.g. the digits task without scikit-learn
+        except ImportError as err:  # e.g. the digits tasks without scikit-learn
             print(f"skipping {task}: {err}")
             continue
+        results[task].pop("items", None)
         timings[task] = round(time.perf_counter() - start, 1)
         shown = {
-            k: (round(v, 3) if isinstance(v, float) else v) for k, v in scores_only({task: results[task]})[task].items()
+            k: round(v, 3) if isinstance(v, float) else v for k, v in scores_only({task: results[task]})[task].items()
         }
-        print(f"{task:16s} {json.dumps(shown)}  ({timings[task]}s)", flush=True)
-    out = Path(args.output)
+        print(f"{task:18s} {json.dumps(shown)}  ({timings[task]}s)", flush=True)
     notes = [f"model: {args.model or 'shipped demo model'}; seed {args.seed}; seconds per task: {timings}",
-             "Prompts and scenes are drawn from seeds the model was not trained on."]  # fmt: skip
-    path = write_report(results, out / "report.html", title="Emu3 demo world: every task, scored", notes=notes)
+             "Prompts and scenes use seeds the model was not trained on; `emu3 eval` measures with more."]  # fmt: skip
+    path = write_report(results, Path(args.output) / "report.html", title="Emu3 demo world: every task", notes=notes)
     print(f"report: {path.resolve()}")
     return 0
 
 
+def run_eval(args: argparse.Namespace) -> int:
+    from emu3.eval import suite, world
+
+    models: dict[str, str | None] = {}
+    for spec in args.model or [None]:
+        name, _, folder = (spec or "").rpartition("=") if spec and "=" in spec else ("", "", spec)
+        models[name or (Path(folder).name if folder else "shipped")] = folder
+    names = world.SUITES[args.suite] if args.suite != "all" else tuple(t for s in world.SUITES.values() for t in s)
+    tasks = {t: max(1, round(args.n * EVAL_SHARES[t])) if EVAL_SHARES[t] else 0 for t in names}
+    summary = suite.evaluate(_loader(args), models, tasks, seed=args.seed)
+    out = suite.write(summary, args.output)
+    print(suite.markdown(summary))
+    print(f"written: {out.resolve()}/eval.json, eval.md, report.html")
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    for name, text, default_n in (("demo", "run every task on the shipped model and write an HTML report", None),
-                                  ("eval", "score every task of the demo world with more samples", 48)):  # fmt: skip
-        p = sub.add_parser(name, help=text)
-        p.add_argument("--model", default=None, help="model folder (default: the shipped demo model)")
-        p.add_argument("-o", "--output", default=f"emu3-{name}", help="folder for report.html and report.json")
+    from emu3.eval.world import SUITES
+
+    demo = sub.add_parser("demo", help="run every task on the shipped model and write an HTML report (~2 min)")
+    ev = sub.add_parser("eval", help="score the demo world's tasks (JSON + markdown + HTML), comparing models")
+    for p, name in ((demo, "demo"), (ev, "eval")):
+        p.add_argument("-o", "--output", default=f"emu3-{name}", help="output folder")
         p.add_argument("--device", default="cpu")
         p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
         p.add_argument("--seed", type=int, default=0)
-        if default_n is not None:
-            p.add_argument("--n", type=int, default=default_n, help="samples per task")
-        p.set_defaults(func=_demo if name == "demo" else _eval)
-
-
-DEMO_SIZES = {"text_to_image": 16, "digits": 10, "vqa": 20, "captioning": 8, "video": 2, "video_extension": 2}
-
-
-def _demo(args: argparse.Namespace) -> int:
-    return run(args, sizes=DEMO_SIZES)
-
-
-def _eval(args: argparse.Namespace) -> int:
-    n = args.n
-    sizes = {"text_to_image": n, "digits": max(10, n // 2), "vqa": n, "captioning": n // 2, "video": max(2, n // 8),
-             "video_extension": max(2, n // 8)}  # fmt: skip
-    return run(args, sizes=sizes)
+    demo.add_argument("--model", default=None, help="model folder (default: the shipped demo model)")
+    ev.add_argument("--model", action="append", metavar="[NAME=]FOLDER",
+                    help="model folder, repeatable for a paired comparison (default: the shipped model)")  # fmt: skip
+    ev.add_argument("--suite", default="all", choices=[*SUITES, "all"], help="which tasks (default: all)")
+    ev.add_argument("--n", type=int, default=500, help="text-to-image prompts; other tasks scale with it")
+    demo.set_defaults(func=run_demo)
+    ev.set_defaults(func=run_eval)

@@ -58,11 +58,8 @@ def _examples(task: str, examples: list) -> str:
         if task == "vqa":
             image, question, said, answer = ex
             figures.append(_figure(image, f"Q: {question} A: {said} (truth: {answer})"))
-        elif task == "captioning":
-            image, said = ex
-            figures.append(_figure(image, said))
-        else:
-            text, media = ex
+        else:  # (text, media) or (media, text)
+            text, media = ex if isinstance(ex[0], str) else ex[::-1]
             figures.append(_figure(media, text))
     return '<div class="grid">' + "".join(figures) + "</div>"
 

@@ -3,7 +3,9 @@
 Each task is a function `(pipe, n, seed) -> dict` of numbers (and a few examples for the report):
 
     text_to_image   shapes prompts -> images, GenEval-style object / colour / position / count / overall
+                    (also without guidance, and on colour-shape pairs never seen in training)
     digits          "the digit 7" -> image, accuracy of a classifier trained on real digits
+    digit_recognition  real held-out digit images -> caption, accuracy
     vqa             question about a shapes image -> exact-match accuracy, per question type
     captioning      shapes image -> caption, exact scene match and per-object attribute F1
     video           motion prompt -> video, tracked position error against the true physics
@@ -25,63 +27,92 @@ from emu3.worlds import checker, motion, shapes
 from emu3.worlds.data import EVAL_SEED_OFFSET  # training data uses seeds below this
 
 
-def text_to_image(pipe: Pipeline, n: int = 32, seed: int = 0, guidance: float | None = None) -> dict:
-    rng = random.Random(EVAL_SEED_OFFSET + seed)
-    scenes = [shapes.sample_scene(rng) for _ in range(n)]
+def text_to_image(pipe: Pipeline, n: int = 32, seed: int = 0, guidance: float | None = None,
+                  split: str = "seen") -> dict:  # fmt: skip
+    """GenEval-style scores of images for held-out prompts. `split="held_out"` draws scenes that use a
+    colour-shape pair never shown in training (compositional generalisation)."""
+    rng = random.Random(EVAL_SEED_OFFSET + (0 if split == "seen" else 50_000) + seed)
+    scenes = [shapes.sample_scene(rng, split=split) for _ in range(n)]
     prompts = [shapes.caption(s, rng) for s in scenes]
     images = _batched(lambda ps, i: pipe.text_to_image(ps, guidance=guidance, seed=seed + i), prompts)
     scores = [checker.score_image(img, s) for img, s in zip(images, scenes, strict=True)]
     out = {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
+    out["items"] = [s["overall"] for s in scores]
     out["examples"] = list(zip(prompts[:8], images[:8], strict=True))
     return out
 
 
+def text_to_image_no_cfg(pipe: Pipeline, n: int = 32, seed: int = 0) -> dict:
+    """The same prompts and seeds as `text_to_image`, sampled without guidance (scale 1)."""
+    return text_to_image(pipe, n, seed, guidance=1.0)
+
+
+def compositional(pipe: Pipeline, n: int = 32, seed: int = 0) -> dict:
+    return text_to_image(pipe, n, seed, split="held_out")
+
+
 def digits(pipe: Pipeline, n: int = 30, seed: int = 0, guidance: float | None = None, judge=None) -> dict:
+    """'the digit 7' -> image, judged by a classifier trained on the real training split."""
     from emu3.worlds import digits as digit_world
 
     judge = judge or digit_world.DigitJudge.train()
     labels = [(seed + i) % 10 for i in range(n)]
     images = _batched(lambda ps, i: pipe.text_to_image(ps, guidance=guidance, seed=seed + i),
                       [digit_world.caption(d) for d in labels])  # fmt: skip
-    predicted = judge.predict(np.stack(images))
+    correct = judge.predict(np.stack(images)) == np.array(labels)
     return {
-        "accuracy": float((predicted == np.array(labels)).mean()),
+        "accuracy": float(correct.mean()),
         "judge_test_accuracy": judge.test_accuracy,
+        "items": correct.astype(float).tolist(),
         "examples": [(digit_world.caption(d), img) for d, img in zip(labels[:10], images[:10], strict=True)],
     }
 
 
+def digit_recognition(pipe: Pipeline, n: int = 0, seed: int = 0) -> dict:
+    """Captions of real handwritten digits from the held-out test split ("the digit 7"); n=0: all."""
+    from emu3.worlds import digits as digit_world
+
+    images, labels = digit_world.load_split("test", _side(pipe))
+    if n:
+        images, labels = images[:n], labels[:n]
+    said = _batched(lambda xs, i: pipe.caption_batch(xs), list(images), size=32)
+    correct = [digit_world.parse_caption(t) == int(y) for t, y in zip(said, labels, strict=True)]
+    return {"accuracy": float(np.mean(correct)), "items": [float(c) for c in correct],
+            "examples": [(img, t) for img, t in zip(images[:8], said[:8], strict=True)]}  # fmt: skip
+
+
 def vqa(pipe: Pipeline, n: int = 60, seed: int = 0) -> dict:
     rng = random.Random(EVAL_SEED_OFFSET + 10_000 + seed)
-    by_kind: dict[str, list[bool]] = defaultdict(list)
-    examples = []
-    while sum(len(v) for v in by_kind.values()) < n:
+    cases = []
+    while len(cases) < n:
         scene = shapes.sample_scene(rng)
         image = shapes.render(scene, _side(pipe))
-        for question, answer in shapes.questions(scene, rng, n=1):
-            said = pipe.ask(image, question)
-            kind = question.split()[0] + " " + question.split()[1]
-            by_kind[kind].append(_norm(said) == _norm(answer))
-            if len(examples) < 8:
-                examples.append((image, question, said, answer))
-    flat = [x for v in by_kind.values() for x in v]
-    return {"accuracy": float(np.mean(flat)), "by_type": {k: float(np.mean(v)) for k, v in by_kind.items()},
-            "examples": examples}  # fmt: skip
+        cases += [(image, q, a) for q, a in shapes.questions(scene, rng, n=1)]
+    said = []
+    for i in range(0, n, 32):
+        chunk = cases[i : i + 32]
+        said += pipe.ask_batch([c[0] for c in chunk], [c[1] for c in chunk])
+    by_kind: dict[str, list[bool]] = defaultdict(list)
+    items = []
+    for (_, question, answer), reply in zip(cases, said, strict=True):
+        ok = _norm(reply) == _norm(answer)
+        by_kind[" ".join(question.split()[:2])].append(ok)
+        items.append(float(ok))
+    examples = [(img, q, r, a) for (img, q, a), r in zip(cases[:8], said[:8], strict=True)]
+    return {"accuracy": float(np.mean(items)), "by_type": {k: float(np.mean(v)) for k, v in by_kind.items()},
+            "items": items, "examples": examples}  # fmt: skip
 
 
 def captioning(pipe: Pipeline, n: int = 30, seed: int = 0) -> dict:
     rng = random.Random(EVAL_SEED_OFFSET + 20_000 + seed)
-    exact, f1s, examples = [], [], []
-    for _ in range(n):
-        scene = shapes.sample_scene(rng)
-        image = shapes.render(scene, _side(pipe))
-        said = pipe.caption(image)
-        parsed = shapes.parse_caption(said)
-        exact.append(parsed == scene)
-        f1s.append(_object_f1(parsed, scene))
-        if len(examples) < 8:
-            examples.append((image, said))
-    return {"exact": float(np.mean(exact)), "object_f1": float(np.mean(f1s)), "examples": examples}
+    scenes = [shapes.sample_scene(rng) for _ in range(n)]
+    images = [shapes.render(scene, _side(pipe)) for scene in scenes]
+    said = _batched(lambda xs, i: pipe.caption_batch(xs), images, size=32)
+    parsed = [shapes.parse_caption(t) for t in said]
+    exact = [float(p == s) for p, s in zip(parsed, scenes, strict=True)]
+    f1s = [_object_f1(p, s) for p, s in zip(parsed, scenes, strict=True)]
+    return {"exact": float(np.mean(exact)), "object_f1": float(np.mean(f1s)), "items": exact,
+            "examples": list(zip(images[:8], said[:8], strict=True))}  # fmt: skip
 
 
 def video(pipe: Pipeline, n: int = 6, seed: int = 0, frames: int | None = None) -> dict:
@@ -96,7 +127,7 @@ def video(pipe: Pipeline, n: int = 6, seed: int = 0, frames: int | None = None) 
         found.append(s["found"])
         if len(examples) < 3:
             examples.append((m.caption(), clip))
-    return {"error_px": float(np.mean(errors)), "found": float(np.mean(found)), "examples": examples}
+    return {"error_px": float(np.mean(errors)), "found": float(np.mean(found)), "items": errors, "examples": examples}
 
 
 def video_extension(pipe: Pipeline, n: int = 6, seed: int = 0, given: int = 8, new_frames: int = 2) -> dict:
@@ -114,19 +145,32 @@ def video_extension(pipe: Pipeline, n: int = 6, seed: int = 0, given: int = 8, n
         baseline.append(motion.score_video(still, m, first_frame=given)["error_px"])
         if len(examples) < 3:
             examples.append((m.caption(), out))
-    return {"error_px": float(np.mean(errors)), "frozen_baseline_px": float(np.mean(baseline)), "examples": examples}
+    return {"error_px": float(np.mean(errors)), "frozen_baseline_px": float(np.mean(baseline)), "items": errors,
+            "examples": examples}  # fmt: skip
 
 
 TASKS: dict[str, Callable[..., dict]] = {
-    "text_to_image": text_to_image, "digits": digits, "vqa": vqa, "captioning": captioning, "video": video,
+    "text_to_image": text_to_image, "text_to_image_no_cfg": text_to_image_no_cfg, "compositional": compositional,
+    "digits": digits, "digit_recognition": digit_recognition, "vqa": vqa, "captioning": captioning, "video": video,
     "video_extension": video_extension,
+}  # fmt: skip
+# The headline number of each task (the mean of its "items"), and whether higher is better.
+HEADLINE: dict[str, tuple[str, bool]] = {
+    "text_to_image": ("overall", True), "text_to_image_no_cfg": ("overall", True), "compositional": ("overall", True),
+    "digits": ("accuracy", True), "digit_recognition": ("accuracy", True), "vqa": ("accuracy", True),
+    "captioning": ("exact", True), "video": ("error_px", False), "video_extension": ("error_px", False),
+}  # fmt: skip
+SUITES: dict[str, tuple[str, ...]] = {
+    "world": ("text_to_image", "text_to_image_no_cfg", "compositional", "vqa", "captioning", "video_extension",
+              "video"),
+    "digits": ("digits", "digit_recognition"),
 }  # fmt: skip
 
 
 # ---------------------------------------------------------------- helpers
 
 
-def _batched(fn, prompts: list[str], size: int = 16) -> list[np.ndarray]:
+def _batched(fn, prompts: list, size: int = 32) -> list:
     out = []
     for i in range(0, len(prompts), size):
         out += fn(prompts[i : i + size], i)

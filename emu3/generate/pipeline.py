@@ -260,17 +260,35 @@ class Pipeline:
         return self.chat([Turn("user", (image, question))], **kwargs)
 
     @torch.inference_mode()
+    def ask_batch(self, images: Sequence[np.ndarray], questions: Sequence[str], **kwargs) -> list[str]:
+        """One question per image, answered together in one left-padded batch (greedy by default)."""
+        if len(images) != len(questions):
+            raise ValueError(f"got {len(images)} images but {len(questions)} questions")
+        prompts = [
+            templates.chat_prompt([templates.Message("user", (fmt.Image(codes), q))], self.tok, system=self.cfg.system)
+            for codes, q in zip(self.encode_images(images), questions, strict=True)
+        ]
+        return self._answers(prompts, kwargs.pop("max_new_tokens", None), **kwargs)
+
     def caption(self, image: np.ndarray, **kwargs) -> str:
         """A caption in the pretraining understanding layout: BOS <image> -> caption."""
-        prompt = [self.tok.special.bos, *fmt.image_block(self.encode_images([image])[0], self.tok)]
-        return self._answer(prompt, kwargs.pop("max_new_tokens", None), **kwargs)
+        return self.caption_batch([image], **kwargs)[0]
+
+    @torch.inference_mode()
+    def caption_batch(self, images: Sequence[np.ndarray], **kwargs) -> list[str]:
+        """Captions of several images in one batch."""
+        prompts = [[self.tok.special.bos, *fmt.image_block(c, self.tok)] for c in self.encode_images(images)]
+        return self._answers(prompts, kwargs.pop("max_new_tokens", None), **kwargs)
 
     def _answer(self, prompt, max_new_tokens, sampling=None, seed=None, progress=None) -> str:
+        return self._answers([prompt], max_new_tokens, sampling, seed, progress)[0]
+
+    def _answers(self, prompts, max_new_tokens, sampling=None, seed=None, progress=None) -> list[str]:
         plan = text_plan(max_new_tokens or self.cfg.max_answer_tokens)
-        out = self.generator.generate([prompt], [plan], sampling=sampling or SamplingConfig(temperature=0), seed=seed,
+        sampling = sampling or SamplingConfig(temperature=0)
+        out = self.generator.generate(prompts, [plan] * len(prompts), sampling=sampling, seed=seed,
                                       callback=_step_progress(progress, plan.numel()))  # fmt: skip
-        n = int(out.lengths[0])
-        return self.tok.decode(out.tokens[0, :n].tolist()).strip()
+        return [self.tok.decode(row[: int(n)].tolist()).strip() for row, n in zip(out.tokens, out.lengths, strict=True)]
 
     def _content(self, item: str | np.ndarray) -> str | fmt.Image:
         if isinstance(item, str):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from emu3.worlds.shapes import BACKGROUND, COLOURS, SHAPES, draw_shape
+from emu3.worlds.shapes import BACKGROUND, COLOURS, HELD_OUT_PAIRS, SHAPES, draw_shape
 
 DIRECTIONS = {
     "right": (1, 0), "left": (-1, 0), "down": (0, 1), "up": (0, -1),
@@ -54,8 +54,9 @@ def sample_motion(rng: random.Random, image_size: int = 64, speed: float = 3.0) 
     dx, dy = DIRECTIONS[rng.choice(list(DIRECTIONS))]
     norm = math.hypot(dx, dy)
     start = tuple(rng.uniform(half, image_size - half) for _ in range(2))
-    return Motion(rng.choice(SHAPES), rng.choice(list(COLOURS)), start, (speed * dx / norm, speed * dy / norm), half,
-                  image_size)  # fmt: skip
+    pairs = [(s, c) for s in SHAPES for c in COLOURS if (c, s) not in HELD_OUT_PAIRS]  # never shown in training
+    shape, colour = rng.choice(pairs)
+    return Motion(shape, colour, start, (speed * dx / norm, speed * dy / norm), half, image_size)
 
 
 def render_video(motion: Motion, frames: int) -> np.ndarray:

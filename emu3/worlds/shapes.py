@@ -29,6 +29,10 @@ BACKGROUND = (24, 24, 32)
 ROW_WORDS = ("top", "middle", "bottom")
 COL_WORDS = ("left", "middle", "right")
 NUMBERS = ("zero", "one", "two", "three", "four")
+# Colour-shape pairs the training data never shows or names, so that evaluation can test composition:
+# every colour and every shape is still seen, only these pairings are new (split="held_out").
+HELD_OUT_PAIRS = frozenset({("green", "triangle"), ("purple", "square"), ("yellow", "circle")})
+SPLITS = ("seen", "held_out", "any")
 
 
 @dataclass(frozen=True)
@@ -72,10 +76,22 @@ _RELATIONS = {(1, 0): "below it", (-1, 0): "above it", (0, 1): "to the right of 
 _RELATION_OFFSET = {v: k for k, v in _RELATIONS.items()}
 
 
-def sample_scene(rng: random.Random, n_objects: int | None = None) -> Scene:
-    n = n_objects if n_objects is not None else rng.randint(1, 3)
-    cells = rng.sample([(r, c) for r in range(3) for c in range(3)], n)
-    return Scene(tuple(Shape(rng.choice(SHAPES), rng.choice(list(COLOURS)), rng.choice(SIZES), cell) for cell in cells))
+def sample_scene(rng: random.Random, n_objects: int | None = None, split: str = "seen") -> Scene:
+    """A random scene. `split`: "seen" never uses a held-out colour-shape pair (training data and the
+    main evaluation), "held_out" uses at least one (the compositional evaluation), "any" is unconstrained."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    while True:
+        n = n_objects if n_objects is not None else rng.randint(1, 3)
+        cells = rng.sample([(r, c) for r in range(3) for c in range(3)], n)
+        objects = tuple(Shape(rng.choice(SHAPES), rng.choice(list(COLOURS)), rng.choice(SIZES), c) for c in cells)
+        novel = any(is_held_out(o) for o in objects)
+        if split == "any" or novel == (split == "held_out"):
+            return Scene(objects)
+
+
+def is_held_out(obj: Shape) -> bool:
+    return (obj.colour, obj.shape) in HELD_OUT_PAIRS
 
 
 # ---------------------------------------------------------------- rendering
@@ -203,8 +219,11 @@ def _q_shape(scene: Scene, rng: random.Random) -> tuple[str, str] | None:
     return f"what shape is the {obj.colour} object?", obj.shape
 
 
-def _q_where(scene: Scene, rng: random.Random) -> tuple[str, str]:
-    obj = rng.choice(scene.objects)
+def _q_where(scene: Scene, rng: random.Random) -> tuple[str, str] | None:
+    unique = [o for o in scene.objects if sum((p.colour, p.shape) == (o.colour, o.shape) for p in scene.objects) == 1]
+    if not unique:  # "where is the red circle?" has no single answer with two red circles
+        return None
+    obj = rng.choice(unique)
     return f"where is the {obj.colour} {obj.shape}?", position_phrase(obj.cell)
 
 
@@ -213,6 +232,6 @@ def _q_exists(scene: Scene, rng: random.Random) -> tuple[str, str]:
         obj = rng.choice(scene.objects)
         return f"is there a {obj.colour} {obj.shape}?", "yes"
     present = {(o.colour, o.shape) for o in scene.objects}
-    absent = [(c, s) for c in COLOURS for s in SHAPES if (c, s) not in present]
+    absent = [(c, s) for c in COLOURS for s in SHAPES if (c, s) not in present and (c, s) not in HELD_OUT_PAIRS]
     colour, shape = rng.choice(absent)
     return f"is there a {colour} {shape}?", "no"

@@ -16,7 +16,10 @@ def pipe():
     return tiny_pipeline(seed=0).with_config(max_answer_tokens=6, video_frames=1)
 
 
-@pytest.mark.parametrize("task", ["text_to_image", "vqa", "captioning", "video", "video_extension"])
+TASKS = ["text_to_image", "text_to_image_no_cfg", "compositional", "vqa", "captioning", "video", "video_extension"]
+
+
+@pytest.mark.parametrize("task", TASKS)
 def test_each_task_returns_scores_in_range(pipe, task):
     kwargs = {"new_frames": 1, "given": 4} if task == "video_extension" else {}
     result = world.TASKS[task](pipe, n=2, seed=0, **kwargs)
@@ -26,12 +29,43 @@ def test_each_task_returns_scores_in_range(pipe, task):
         if key in numbers:
             assert 0.0 <= numbers[key] <= 1.0
     assert result["examples"]
+    assert len(result["items"]) == 2
+
+
+def test_batched_understanding_equals_one_at_a_time(pipe):
+    from emu3.worlds import shapes
+
+    rng = __import__("random").Random(3)
+    images = [shapes.render(shapes.sample_scene(rng), 32) for _ in range(3)]
+    questions = ["how many objects are there?", "what colour is the circle?", "where is it?"]
+    assert pipe.ask_batch(images, questions) == [pipe.ask(i, q) for i, q in zip(images, questions, strict=True)]
+    assert pipe.caption_batch(images) == [pipe.caption(i) for i in images]
+    with pytest.raises(ValueError, match="2 images but 1 questions"):
+        pipe.ask_batch(images[:2], questions[:1])
 
 
 def test_digits_task_uses_the_real_judge(pipe):
     pytest.importorskip("sklearn")
     result = world.digits(pipe, n=2, seed=0)
     assert 0.0 <= result["accuracy"] <= 1.0 and result["judge_test_accuracy"] > 0.85
+    recognition = world.digit_recognition(pipe, n=3)
+    assert len(recognition["items"]) == 3 and 0.0 <= recognition["accuracy"] <= 1.0
+
+
+def test_eval_command_compares_models_on_paired_prompts(pipe, tmp_path):
+    folder = str(pipe.save(tmp_path / "model"))
+    argv = ["eval", "--suite", "world", "--n", "2", "--model", f"a={folder}", "--model", f"b={folder}",
+            "-o", str(tmp_path / "out"), "--dtype", "fp32"]  # fmt: skip
+    assert main(argv) == 0
+    summary = json.loads((tmp_path / "out" / "eval.json").read_text())
+    assert list(summary["results"]) == ["a", "b"]
+    assert set(summary["results"]["a"]) == set(world.SUITES["world"])
+    whats = {(c["what"], c["task"]) for c in summary["comparisons"]}
+    assert ("a: CFG - no CFG", "text_to_image") in whats and ("b - a", "compositional") in whats
+    same = next(c for c in summary["comparisons"] if c["what"] == "b - a" and c["task"] == "text_to_image")
+    assert same["difference"] == 0.0 and same["significant"] == 0.0  # same model, same prompts and seeds
+    table = (tmp_path / "out" / "eval.md").read_text()
+    assert "| compositional | overall (higher is better) |" in table and "b - a" in table
 
 
 def test_report_is_self_contained(pipe, tmp_path):

@@ -91,3 +91,23 @@ def test_digit_judge_reads_real_digits():
     images, labels = digits.load_split("test")
     assert images.shape[1:] == (64, 64, 3) and images.dtype == np.uint8
     assert digits.parse_caption(digits.caption(7)) == 7 and digits.parse_caption("a cat") is None
+
+
+def test_held_out_pairs_never_appear_in_training_data_and_always_in_the_held_out_split():
+    from emu3.worlds import data, motion
+
+    rng = random.Random(11)
+    for record in data.shapes_captions(400, seed=3):
+        assert not any(shapes.is_held_out(o) for o in record["scene"].objects)
+        pairs = {f"{c} {s}" for c, s in shapes.HELD_OUT_PAIRS}
+        assert not any(p in record["caption"] for p in pairs), record["caption"]
+    for record in data.shapes_qa(200, seed=3):
+        assert not any(p in q for q, _ in record["qa"] for p in pairs)
+    for _ in range(200):
+        m = motion.sample_motion(rng)
+        assert (m.colour, m.shape) not in shapes.HELD_OUT_PAIRS
+        assert any(shapes.is_held_out(o) for o in shapes.sample_scene(rng, split="held_out").objects)
+    seen_anywhere = {(o.colour, o.shape) for _ in range(500) for o in shapes.sample_scene(rng, split="any").objects}
+    assert shapes.HELD_OUT_PAIRS <= seen_anywhere
+    with pytest.raises(ValueError, match="split"):
+        shapes.sample_scene(rng, split="train")

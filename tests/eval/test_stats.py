@@ -1,0 +1,34 @@
+"""Evaluation statistics against hand-computed values."""
+
+import math
+
+import pytest
+
+from emu3.eval.stats import mean_se, paired_difference, wilson_interval
+
+
+def test_mean_and_standard_error_by_hand():
+    mean, se = mean_se([1.0, 2.0, 3.0, 4.0])
+    assert mean == 2.5
+    assert se == pytest.approx(math.sqrt((2.25 + 0.25 + 0.25 + 2.25) / 3 / 4))
+    assert mean_se([0.7]) == (0.7, 0.0)
+    with pytest.raises(ValueError):
+        mean_se([])
+
+
+def test_paired_difference_uses_the_per_item_differences():
+    d = paired_difference([1.0, 1.0, 0.0, 1.0], [0.0, 1.0, 0.0, 0.0])  # differences 1, 0, 0, 1
+    assert d["difference"] == 0.5
+    assert d["se"] == pytest.approx(math.sqrt(1 / 3 / 4))
+    assert d["significant"] == 0.0  # 0.5 < 2 * 0.289
+    assert paired_difference([1.0] * 8, [0.0] * 8)["significant"] == 1.0
+    with pytest.raises(ValueError, match="equal lengths"):
+        paired_difference([1.0], [1.0, 0.0])
+
+
+def test_wilson_interval_known_values():
+    lo, hi = wilson_interval(45, 50)
+    assert lo == pytest.approx(0.7864, abs=1e-3) and hi == pytest.approx(0.9565, abs=1e-3)
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        wilson_interval(3, 2)
