@@ -180,6 +180,44 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     add_commands(sub)
 
 
+# ---------------------------------------------------------------- robot
+
+
+def _robot(name: str) -> Command:
+    def run(args: argparse.Namespace) -> int:
+        from emu3.robot import commands
+
+        return getattr(commands, name)(args)
+
+    return run
+
+
+def _add_robot(sub: argparse._SubParsersAction) -> None:
+    robot = sub.add_parser("robot", help="vision-language-action policy in panda-gym: collect, train, eval")
+    rsub = robot.add_subparsers(dest="robot_command", metavar="ROBOT_COMMAND", required=True)
+    envs = ["PandaReach-v3", "PandaPush-v3"]
+    p = rsub.add_parser("collect", help="record scripted-expert episodes (frames, state, actions, success)")
+    p.add_argument("--env", default="PandaPush-v3", choices=envs)
+    p.add_argument("--episodes", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0, help="first episode seed")
+    p.add_argument("--noise", type=float, default=0.3, help="exploration noise std on 30%% of the steps")
+    p.add_argument("-o", "--out", default=None, help="folder (default: runs/robot/<task>/data)")
+    p.set_defaults(func=_robot("collect"))
+    p = rsub.add_parser("train", help="VQ + token corpus + policy from collected episodes")
+    _add_config_args(p)
+    p.set_defaults(func=_robot("train"))
+    p = rsub.add_parser("eval", help="closed-loop rollouts: success rate (Wilson interval), GIF, JSON + markdown")
+    p.add_argument("--env", default="PandaPush-v3", choices=envs)
+    p.add_argument("--episodes", type=int, default=50)
+    p.add_argument("--policy", default=None, help="policy folder (default: the shipped one for --env)")
+    p.add_argument("--seed", type=int, default=10_000, help="first episode seed")
+    p.add_argument("--execute", type=int, default=0, help="actions run per policy call (0: the whole chunk)")
+    p.add_argument("--gif-episodes", type=int, default=3, help="episodes recorded in rollouts.gif")
+    p.add_argument("--no-expert", action="store_true", help="skip the scripted expert's rollouts")
+    p.add_argument("-o", "--out", default=None, help="folder (default: runs/robot/eval/<env>)")
+    p.set_defaults(func=_robot("evaluate"))
+
+
 # Each entry adds one subcommand. Keep the list in the order `emu3 --help` should show.
 REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_demo,
@@ -190,6 +228,7 @@ REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_serve,
     _add_pretokenize,
     _add_recipes,
+    _add_robot,
 ]
 
 
