@@ -8,11 +8,11 @@ import pytest
 from emu3.worlds import checker, motion, shapes
 
 
-@pytest.mark.parametrize("seed", range(3))
-def test_checker_recovers_every_rendered_scene(seed):
+@pytest.mark.parametrize("seed", range(10))
+def test_checker_recovers_every_rendered_scene(seed):  # 1,000 scenes in all, held-out pairs included
     rng = random.Random(seed)
     for _ in range(100):
-        scene = shapes.sample_scene(rng)
+        scene = shapes.sample_scene(rng, split="any")
         assert set(checker.detect(shapes.render(scene)).objects) == set(scene.objects)
 
 
