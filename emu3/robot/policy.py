@@ -4,7 +4,7 @@ Folder layout (written by `emu3 robot train`, shipped under emu3/assets/robot_po
     policy.json        env, instruction, observation config, chunk, bins
     model.safetensors + config.json    the decoder (bf16)
     tokenizer files    the text tokenizer (its special block and visual codes)
-    vq/                the vision tokenizer for the 64x64 frames
+    vq/                the vision tokenizer for the 64x64 frames (or the folder policy.json's "vq" names)
 Decoding is greedy and constrained: at each of the chunk * 3 positions only action bins can be chosen
 (UniVLA restricts sampling to the action ids the same way); <eoa> is then appended, not sampled.
 """
@@ -64,7 +64,7 @@ class Policy:
                         state_range=meta["obs"]["state_range"])  # fmt: skip
         layout = Layout(load_text_tokenizer(folder), obs, meta["chunk"], meta["action_bins"], meta["state_bins"])
         decoder = load_decoder(folder, dtype=torch.float32).eval()
-        vq = load_vision_tokenizer(folder / "vq").eval()
+        vq = load_vision_tokenizer(folder / meta.get("vq", "vq")).eval()  # the shipped policies share ../vq
         return cls(decoder, vq, layout, meta["env"], meta["instruction"])
 
     def prompt(self, history: list[Observation]) -> list[int]:

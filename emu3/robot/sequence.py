@@ -8,7 +8,8 @@ One step of the policy is one example:
 Images are compact spans (an 8x8 grid of codes between boi/eoi, without Emu3's size header and
 end-of-row markers, which a fixed 64x64 camera does not need). `frames=2` adds the previous frame
 before the current one. The state span holds the gripper position (proprioception) and, only when
-`ObsConfig.state` asks for them, the privileged cube / goal positions (3 bins per position).
+`ObsConfig.state` asks for them, the privileged cube / goal positions, absolute or relative
+(`goal_rel` = goal - gripper, `object_rel` = cube - gripper, `push_dir` = goal - cube); 3 bins each.
 The loss is on the action bins and <eoa> only (UniVLA's `apply_loss_on_only_action`).
 
 Vocabulary: the text tokenizer's ids (text, the Emu3 special block, the visual codes), then
@@ -30,6 +31,8 @@ from emu3.tokens.actions import ActionTokenizer
 from emu3.tokens.text import TextTokenizer
 
 STATE_KEYS = ("gripper", "object", "goal")
+# relative positions, derived from the three above: goal - gripper, object - gripper, goal - object
+RELATIVE = {"goal_rel": ("goal", "gripper"), "object_rel": ("object", "gripper"), "push_dir": ("goal", "object")}
 STATE_BEGIN, STATE_END = 190, 191  # <|extra_N|> indices of the state span markers
 IGNORE = -100
 
@@ -43,8 +46,8 @@ class ObsConfig:
     def __post_init__(self) -> None:
         if self.frames not in (0, 1, 2):
             raise ValueError(f"frames must be 0, 1 or 2, got {self.frames}")
-        if unknown := set(self.state) - set(STATE_KEYS):
-            raise ValueError(f"unknown state keys {sorted(unknown)}; choose from {STATE_KEYS}")
+        if unknown := set(self.state) - set(STATE_KEYS) - set(RELATIVE):
+            raise ValueError(f"unknown state keys {sorted(unknown)}; choose from {STATE_KEYS + tuple(RELATIVE)}")
 
     @property
     def privileged(self) -> tuple[str, ...]:
@@ -85,7 +88,8 @@ class Layout:
             ids += [s.boi, *(s.visual_start + np.asarray(grid).reshape(-1)).tolist(), s.eoi]
         ids.append(s.extra(STATE_BEGIN))
         for key in self.obs.state:
-            ids += self.states.encode(torch.as_tensor(state[key], dtype=torch.float32)).tolist()
+            value = state[RELATIVE[key][0]] - state[RELATIVE[key][1]] if key in RELATIVE else state[key]
+            ids += self.states.encode(torch.as_tensor(value, dtype=torch.float32)).tolist()
         return ids + [s.extra(STATE_END), s.boa]
 
     def example(self, prompt: list[int], actions: np.ndarray, kind: str) -> Example:
