@@ -11,7 +11,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -66,6 +68,7 @@ class RobotTrainConfig:
     steps: int = 3000
     batch_size: int = 64
     log_every: int = 100
+    ordinal_init: bool = True  # start the bin embeddings / output rows as smooth functions of the bin value
     bf16: bool = True  # bf16 autocast (much faster on CPUs with AVX512-BF16)
     threads: int = 1
     seed: int = 0
@@ -123,6 +126,36 @@ def _targets_only(hidden: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Ten
     return h, t
 
 
+@torch.no_grad()
+def ordinal_init(model, layout: Layout, std: float = 0.02) -> None:
+    """Initialise the embedding (and output) rows of the action and state bins with Fourier features of
+    the bin's value, so neighbouring bins start out similar. Randomly initialised, each of the 256 bins
+    would be an unrelated symbol learned from the few hundred examples that use it; with this start
+    the model interpolates between values from the first step. Still training from scratch."""
+    dim = model.cfg.dim
+    for bins in (layout.actions, layout.states):
+        u = (torch.arange(bins.n_bins, dtype=torch.float64) + 0.5) / bins.n_bins * 2 - 1  # (n,) in (-1, 1)
+        freqs = torch.logspace(-1, math.log10(bins.n_bins / 4), dim // 2, dtype=torch.float64) * math.pi
+        feats = torch.cat([torch.sin(u[:, None] * freqs), torch.cos(u[:, None] * freqs)], dim=1)  # (n, dim)
+        feats = (feats / feats.std() * std).float()
+        rows = slice(bins.first_id, bins.end_id)
+        model.embed.weight[rows] = feats
+        model.lm_head.weight[rows] = feats
+
+
+def _cached_codes(vq, vq_folder: Path, frames: np.ndarray, data: Path) -> np.ndarray:
+    """Every frame's codes, cached beside the episodes per VQ (keyed by a hash of its weights)."""
+    key = hashlib.sha1((vq_folder / "model.safetensors").read_bytes()).hexdigest()[:12]
+    path = data / f"codes-{key}.npy"
+    if path.is_file():
+        codes = np.load(path)
+        if len(codes) == len(frames):
+            return codes
+    codes = encode_frames(vq, frames)
+    np.save(path, codes)
+    return codes
+
+
 def main(cfg: RobotTrainConfig) -> Path:
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -137,7 +170,7 @@ def main(cfg: RobotTrainConfig) -> Path:
     # ---- vision tokenizer and codes
     vq_folder = Path(cfg.vq) if cfg.vq else train_frame_vq(cfg, data["frame"], out)
     vq = load_vision_tokenizer(vq_folder)
-    codes = encode_frames(vq, data["frame"])
+    codes = _cached_codes(vq, vq_folder, data["frame"], Path(cfg.data))
     vq_seconds = time.perf_counter() - started
     print(f"vision tokenizer ready; {len(codes)} frames -> {codes.shape[1:]} codes ({vq_seconds:.0f}s)")
 
@@ -157,6 +190,8 @@ def main(cfg: RobotTrainConfig) -> Path:
                          rope_theta=m.rope_theta, dropout=m.dropout, pad_id=tok.special.pad,
                          image_area=m.image_area)  # fmt: skip
     model = build_decoder(dcfg, seed=cfg.seed).train()
+    if cfg.ordinal_init:
+        ordinal_init(model, layout)
     optimizer = build_optimizer(model, cfg.optim)
     action_ids = (layout.actions.first_id, layout.actions.end_id)
     visual = (tok.special.visual_start, tok.special.codebook_size)
