@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from emu3.configuration import to_dict
-from emu3.convert.decoder import save_decoder
+from emu3.convert.decoder import load_decoder, save_decoder
 from emu3.convert.vq import load_vision_tokenizer
 from emu3.data.batches import pad
 from emu3.data.shards import Corpus, write_shard
@@ -56,6 +56,7 @@ class RobotTrainConfig:
     data: str = ""  # a folder written by `emu3 robot collect`
     vq: str = ""  # an existing VQ folder; empty: train one on the frames (`vq_train`)
     vq_train: VQSettings = field(default_factory=VQSettings)
+    init: str = ""  # continue from this policy folder's decoder (same layout) instead of a fresh one
     obs: ObsConfig = field(default_factory=ObsConfig)
     chunk: int = 4  # actions predicted per call
     action_bins: int = 256
@@ -189,9 +190,14 @@ def main(cfg: RobotTrainConfig) -> Path:
                          n_kv_heads=m.n_kv_heads, ffn_dim=m.ffn_dim, max_seq_len=m.max_seq_len,
                          rope_theta=m.rope_theta, dropout=m.dropout, pad_id=tok.special.pad,
                          image_area=m.image_area)  # fmt: skip
-    model = build_decoder(dcfg, seed=cfg.seed).train()
-    if cfg.ordinal_init:
-        ordinal_init(model, layout)
+    if cfg.init:
+        model = load_decoder(cfg.init, dtype=torch.float32).train()
+        if model.cfg.vocab_size != layout.vocab_size:
+            raise SystemExit(f"{cfg.init} has {model.cfg.vocab_size} ids, this layout needs {layout.vocab_size}")
+    else:
+        model = build_decoder(dcfg, seed=cfg.seed).train()
+        if cfg.ordinal_init:
+            ordinal_init(model, layout)
     optimizer = build_optimizer(model, cfg.optim)
     action_ids = (layout.actions.first_id, layout.actions.end_id)
     visual = (tok.special.visual_start, tok.special.codebook_size)
