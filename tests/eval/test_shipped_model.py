@@ -1,0 +1,30 @@
+"""The shipped demo model loads, and `emu3 demo` runs end to end on it (with few prompts)."""
+
+import pytest
+
+from emu3.commands import default_model_folder
+
+pytestmark = pytest.mark.skipif(
+    not (default_model_folder() / "config.json").is_file(), reason="no shipped demo model (run `emu3 train-demo`)"
+)
+
+
+def test_shipped_model_loads_and_generates():
+    import torch
+
+    from emu3.generate.pipeline import Pipeline
+
+    pipe = Pipeline.load(default_model_folder(), dtype=torch.bfloat16)
+    image = pipe.text_to_image("a small red circle in the top left", seed=0)[0]
+    assert image.shape == (64, 64, 3)
+    assert isinstance(pipe.ask(image, "how many objects are there?"), str)
+
+
+def test_demo_runs_end_to_end(tmp_path, monkeypatch):
+    from emu3 import demo
+    from emu3.cli import main
+
+    monkeypatch.setattr(demo, "DEMO_SIZES", {"text_to_image": 2, "vqa": 2, "captioning": 1, "video": 1,
+                                             "video_extension": 1, "digits": 2, "digit_recognition": 2})  # fmt: skip
+    assert main(["demo", "-o", str(tmp_path)]) == 0
+    assert (tmp_path / "report.html").is_file()
