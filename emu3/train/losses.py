@@ -56,8 +56,18 @@ def _ce_chunk(hidden: Tensor, weight: Tensor, targets: Tensor) -> Tensor:
     return F.cross_entropy(logits, targets.clamp_min(0), reduction="none")
 
 
+# Full fp32 logits up to this many elements (256 MiB) are computed in one piece: splitting them only
+# costs the recomputation of the output projection in the backward pass.
+ONE_PIECE_LOGITS = 2**26
+
+
 def chunked_cross_entropy(hidden: Tensor, weight: Tensor, targets: Tensor, chunk: int = 2048) -> Tensor:
-    """Per-row CE (N,) of logits = hidden (N, D) @ weight (V, D)^T against targets (N,) (IGNORE -> 0)."""
+    """Per-row CE (N,) of logits = hidden (N, D) @ weight (V, D)^T against targets (N,) (IGNORE -> 0).
+
+    When N x V exceeds `ONE_PIECE_LOGITS`, rows go `chunk` at a time and each chunk's logits are
+    recomputed in the backward pass instead of kept, so (N, V) fp32 logits never exist at once."""
+    if hidden.shape[0] * weight.shape[0] <= ONE_PIECE_LOGITS:
+        return _ce_chunk(hidden, weight, targets) * (targets != IGNORE)
     out = []
     for start in range(0, hidden.shape[0], chunk):
         h, t = hidden[start : start + chunk], targets[start : start + chunk]

@@ -2,8 +2,10 @@
 
 import math
 
+import pytest
 import torch
 
+from emu3.train import losses
 from emu3.train.losses import (
     IGNORE,
     TEXT,
@@ -45,7 +47,9 @@ def test_ignored_targets_do_not_count():
     assert math.isclose(out.loss.item(), -(0.0 - math.log(math.exp(2) + 2)), rel_tol=1e-6) and out.tokens == 1
 
 
-def test_chunked_equals_unchunked_values_and_gradients():
+@pytest.mark.parametrize("one_piece", [0, 10**6])  # 0: every call takes the chunked, recomputing path
+def test_chunked_equals_unchunked_values_and_gradients(monkeypatch, one_piece):
+    monkeypatch.setattr(losses, "ONE_PIECE_LOGITS", one_piece)
     g = torch.Generator().manual_seed(0)
     hidden = torch.randn(37, 8, generator=g, requires_grad=True)
     weight = torch.randn(50, 8, generator=g, requires_grad=True)
