@@ -13,12 +13,14 @@ from emu3.data.shards import Corpus
 from emu3.recipes.common import TrainConfig
 from emu3.recipes.dpo import DPOConfig
 from emu3.recipes.train_vq import VQTrainConfig
+from emu3.robot.train import RobotTrainConfig
 from emu3.worlds import shapes
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIGS = {"pretrain": TrainConfig, "sft": TrainConfig, "dpo": DPOConfig, "train_vq": VQTrainConfig}
+CONFIGS = {"pretrain": TrainConfig, "sft": TrainConfig, "dpo": DPOConfig, "train_vq": VQTrainConfig,
+           "robot": RobotTrainConfig}
 REQUIRED = {"pretrain": ["data.corpus=x", "tokenizer=y"], "sft": ["data.corpus=x", "init=y"],
-            "dpo": ["data.corpus=x", "init=y"], "train_vq": []}  # fmt: skip
+            "dpo": ["data.corpus=x", "init=y"], "train_vq": [], "robot": []}  # fmt: skip
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.name}")
