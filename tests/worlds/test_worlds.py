@@ -16,6 +16,20 @@ def test_checker_recovers_every_rendered_scene(seed):  # 1,000 scenes in all, he
         assert set(checker.detect(shapes.render(scene)).objects) == set(scene.objects)
 
 
+def test_checker_tolerates_soft_edges_but_not_blobs():
+    """Decoded images have soft edges: a blurred render still parses; a blob of the wrong form does not."""
+    from PIL import Image, ImageFilter
+
+    rng = random.Random(11)
+    scenes = [shapes.sample_scene(rng, split="any") for _ in range(100)]
+    blurred = [np.asarray(Image.fromarray(shapes.render(s)).filter(ImageFilter.GaussianBlur(1.0))) for s in scenes]
+    hits = [set(checker.detect(b).objects) == set(s.objects) for b, s in zip(blurred, scenes, strict=True)]
+    assert np.mean(hits) >= 0.98
+    image = np.zeros((64, 64, 3), np.uint8) + np.array(shapes.BACKGROUND, np.uint8)
+    image[2:6, 2:20] = shapes.COLOURS["red"]  # a thin bar: enough pixels, no shape the world draws
+    assert checker.detect(image).objects == ()
+
+
 def test_scores_reward_the_right_scene_only():
     rng = random.Random(4)
     scene = shapes.Scene(
