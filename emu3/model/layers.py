@@ -23,6 +23,29 @@ from emu3.model.config import DecoderConfig
 AttendFn = Callable[[Tensor, Tensor, Tensor, float], Tensor]
 
 
+class _RMSNormFunction(torch.autograd.Function):
+    """weight * (x * rsqrt(mean(x^2) + eps)).to(x.dtype), normalised in fp32, with a hand-written
+    backward pass: autograd's own, through pow, mean, rsqrt and two broadcast products, makes about
+    twice as many passes over x. With y = x * r, r = rsqrt(mean(x^2) + eps) and gy the gradient of y:
+    grad_x = r * (gy - y * mean(gy * y)); grad_weight = sum over rows of grad_out * y."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, eps: float) -> Tensor:
+        xf = x.float()
+        r = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)  # (..., 1) fp32
+        ctx.save_for_backward(x, weight, r)
+        return weight * (xf * r).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        x, weight, r = ctx.saved_tensors
+        y = x.float() * r
+        gy = (grad_out * weight).float()
+        grad_x = gy.sub_(y * (gy * y).mean(-1, keepdim=True)).mul_(r)
+        grad_w = (grad_out * y.to(x.dtype)).reshape(-1, x.shape[-1]).sum(0)
+        return grad_x.to(x.dtype), grad_w.to(weight.dtype), None
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float) -> None:
         super().__init__()
@@ -30,10 +53,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        dtype = x.dtype
-        x = x.float()
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x.to(dtype)
+        return _RMSNormFunction.apply(x, self.weight, self.eps)
 
 
 # ---------------------------------------------------------------- rotary embeddings

@@ -1,8 +1,8 @@
 """Training losses as pure functions of hidden states, the output projection and labels.
 
 Labels are aligned with tokens (labels[t] is the id at position t, or IGNORE); the functions do
-the one-step shift. Cross-entropy is computed over chunks of rows, each chunk's logits recomputed
-in the backward pass, so a (B, T, V) fp32 logit tensor for a 184k vocabulary never exists at once.
+the one-step shift. Cross-entropy goes through `linear_cross_entropy` (linear_ce.py), which works on
+cache-sized chunks of rows, so a (B, T, V) fp32 logit tensor for a 184k vocabulary never exists.
 
 The paper weights vision-token losses by 0.5 (spec 5.2). The weighting is a weighted mean,
 sum(w * ce) / sum(w), as UniVLA's `CrossEntropyLoss(weight=...)` does.
@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.checkpoint import checkpoint
 
-IGNORE = -100
+from emu3.train.linear_ce import IGNORE, linear_cross_entropy
+
 TEXT, VISION, ACTION = 0, 1, 2  # loss-weight classes
 
 
@@ -51,36 +51,14 @@ def token_classes(targets: Tensor, visual_start: int, codebook_size: int, action
     return classes
 
 
-def _ce_chunk(hidden: Tensor, weight: Tensor, targets: Tensor) -> Tensor:
-    logits = F.linear(hidden, weight).float()  # (n, V)
-    return F.cross_entropy(logits, targets.clamp_min(0), reduction="none")
-
-
-# Full fp32 logits up to this many elements (256 MiB) are computed in one piece: splitting them only
-# costs the recomputation of the output projection in the backward pass.
-ONE_PIECE_LOGITS = 2**26
-
-
-def chunked_cross_entropy(hidden: Tensor, weight: Tensor, targets: Tensor, chunk: int = 2048) -> Tensor:
-    """Per-row CE (N,) of logits = hidden (N, D) @ weight (V, D)^T against targets (N,) (IGNORE -> 0).
-
-    When N x V exceeds `ONE_PIECE_LOGITS`, rows go `chunk` at a time and each chunk's logits are
-    recomputed in the backward pass instead of kept, so (N, V) fp32 logits never exist at once."""
-    if hidden.shape[0] * weight.shape[0] <= ONE_PIECE_LOGITS:
-        return _ce_chunk(hidden, weight, targets) * (targets != IGNORE)
-    out = []
-    for start in range(0, hidden.shape[0], chunk):
-        h, t = hidden[start : start + chunk], targets[start : start + chunk]
-        if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad):
-            ce = checkpoint(_ce_chunk, h, weight, t, use_reentrant=False)
-        else:
-            ce = _ce_chunk(h, weight, t)
-        out.append(ce * (t != IGNORE))
-    return torch.cat(out) if out else hidden.new_zeros(0)
+def chunked_cross_entropy(hidden: Tensor, weight: Tensor, targets: Tensor, chunk: int | None = None) -> Tensor:
+    """Per-row CE (N,) of logits = hidden (N, D) @ weight (V, D)^T against targets (N,) (IGNORE -> 0),
+    `chunk` rows at a time (None: a cache-sized number of rows)."""
+    return linear_cross_entropy(hidden, weight, targets, chunk)
 
 
 def next_token_loss(
-    hidden: Tensor, weight: Tensor, labels: Tensor, classes: Tensor, weights: LossWeights, chunk: int = 2048
+    hidden: Tensor, weight: Tensor, labels: Tensor, classes: Tensor, weights: LossWeights, chunk: int | None = None
 ) -> LossOutput:
     """Weighted next-token CE. hidden (B, T, D); labels, classes (B, T) aligned with the tokens."""
     targets = labels[:, 1:].reshape(-1)  # (N,)
@@ -96,7 +74,7 @@ def next_token_loss(
     return LossOutput(loss=loss, text=text_ce, vision=vision_ce, tokens=int(valid.sum()))
 
 
-def sequence_logps(hidden: Tensor, weight: Tensor, labels: Tensor, chunk: int = 2048) -> Tensor:
+def sequence_logps(hidden: Tensor, weight: Tensor, labels: Tensor, chunk: int | None = None) -> Tensor:
     """(B,) summed log-probabilities of each row's labelled next tokens."""
     b = hidden.shape[0]
     targets = labels[:, 1:].reshape(-1)

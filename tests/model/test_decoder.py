@@ -7,7 +7,7 @@ import torch
 
 from emu3.model.config import DecoderConfig, emu3_8b, tiny
 from emu3.model.init import build_decoder, meta_decoder
-from emu3.model.layers import apply_rope, rope_cos_sin, rope_inv_freq
+from emu3.model.layers import RMSNorm, apply_rope, rope_cos_sin, rope_inv_freq
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +90,25 @@ def test_rope_matches_complex_rotation():
     angle = pos[0, :, None].float() * rope_inv_freq(dh, theta)
     rotated = z * torch.polar(torch.ones_like(angle), angle)
     torch.testing.assert_close(ours, torch.cat([rotated.real, rotated.imag], -1), atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rmsnorm_values_and_gradients_equal_the_plain_expression(dtype):
+    g = torch.Generator().manual_seed(0)
+    norm = RMSNorm(16, eps=1e-5).to(dtype)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(16, generator=g))
+    x = (torch.randn(3, 5, 16, generator=g) * 3).to(dtype).requires_grad_()
+    grad_out = torch.randn(3, 5, 16, generator=g).to(dtype)
+    ours = norm(x)
+    ga = torch.autograd.grad(ours, (x, norm.weight), grad_out)
+    xf = x.float()  # the transformers port's expression, differentiated by autograd
+    plain = norm.weight * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-5)).to(dtype)
+    gb = torch.autograd.grad(plain, (x, norm.weight), grad_out)
+    assert torch.equal(ours, plain)  # the forward pass is the same expression
+    for a, b in zip(ga, gb, strict=True):
+        assert a.dtype == b.dtype == dtype
+        torch.testing.assert_close(a, b)
 
 
 def test_cache_overflow_and_batch_mismatch_are_errors(model):

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from emu3.train import losses
+from emu3.train import linear_ce
 from emu3.train.losses import (
     IGNORE,
     TEXT,
@@ -13,6 +13,7 @@ from emu3.train.losses import (
     LossWeights,
     chunked_cross_entropy,
     dpo_loss,
+    linear_cross_entropy,
     next_token_loss,
     sequence_logps,
     token_classes,
@@ -47,21 +48,77 @@ def test_ignored_targets_do_not_count():
     assert math.isclose(out.loss.item(), -(0.0 - math.log(math.exp(2) + 2)), rel_tol=1e-6) and out.tokens == 1
 
 
-@pytest.mark.parametrize("one_piece", [0, 10**6])  # 0: every call takes the chunked, recomputing path
-def test_chunked_equals_unchunked_values_and_gradients(monkeypatch, one_piece):
-    monkeypatch.setattr(losses, "ONE_PIECE_LOGITS", one_piece)
+def _ce_problem(n=37, d=8, v=50, dtype=torch.float32):
     g = torch.Generator().manual_seed(0)
-    hidden = torch.randn(37, 8, generator=g, requires_grad=True)
-    weight = torch.randn(50, 8, generator=g, requires_grad=True)
-    targets = torch.randint(0, 50, (37,), generator=g)
+    hidden = torch.randn(n, d, generator=g).to(dtype).requires_grad_()
+    weight = torch.randn(v, d, generator=g).to(dtype).requires_grad_()
+    targets = torch.randint(0, v, (n,), generator=g)
     targets[::5] = IGNORE
-    a = chunked_cross_entropy(hidden, weight, targets, chunk=7)
-    ga = torch.autograd.grad(a.sum(), (hidden, weight))
-    full = torch.nn.functional.cross_entropy(hidden @ weight.t(), targets, ignore_index=IGNORE, reduction="none")
-    gb = torch.autograd.grad(full.sum(), (hidden, weight))
-    torch.testing.assert_close(a, full)
+    row_weights = torch.rand(n, generator=g) + 0.5  # a weighted sum exercises the incoming gradient
+    return hidden, weight, targets, row_weights
+
+
+def _reference_ce(hidden, weight, targets):
+    logits = torch.nn.functional.linear(hidden, weight).float()
+    return torch.nn.functional.cross_entropy(logits, targets, ignore_index=IGNORE, reduction="none")
+
+
+@pytest.mark.parametrize("keep", [0, 10**6])  # 0: logits recomputed chunk by chunk in the backward pass
+@pytest.mark.parametrize("rows", [7, 37, None])
+def test_linear_cross_entropy_equals_the_plain_route(monkeypatch, keep, rows):
+    monkeypatch.setattr(linear_ce, "KEEP_LOGITS", keep)
+    hidden, weight, targets, row_weights = _ce_problem()
+    a = linear_cross_entropy(hidden, weight, targets, rows)
+    ga = torch.autograd.grad((a * row_weights).sum(), (hidden, weight))
+    b = _reference_ce(hidden, weight, targets)
+    gb = torch.autograd.grad((b * row_weights).sum(), (hidden, weight))
+    torch.testing.assert_close(a, b)
+    assert (a[targets == IGNORE] == 0).all()
     for x, y in zip(ga, gb, strict=True):
         torch.testing.assert_close(x, y)
+
+
+@pytest.mark.parametrize("keep", [0, 10**6])
+def test_linear_cross_entropy_under_bf16_autocast_matches_autocast_reference(monkeypatch, keep):
+    monkeypatch.setattr(linear_ce, "KEEP_LOGITS", keep)
+    hidden, weight, targets, row_weights = _ce_problem(n=64, d=32, v=300)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        a = linear_cross_entropy(hidden, weight, targets, rows=16)
+        b = _reference_ce(hidden, weight, targets)
+    assert a.dtype == b.dtype == torch.float32
+    ga = torch.autograd.grad((a * row_weights).sum(), (hidden, weight))
+    gb = torch.autograd.grad((b * row_weights).sum(), (hidden, weight))
+    torch.testing.assert_close(a, b)  # same bf16 logits, same fp32 logsumexp
+    for x, y in zip(ga, gb, strict=True):
+        assert x.dtype == torch.float32  # gradients come back in the parameters' dtype
+        torch.testing.assert_close(x, y, atol=2e-2, rtol=2e-2)  # one bf16 rounding of the logit gradient
+
+
+def test_linear_cross_entropy_without_grad_and_with_a_frozen_projection():
+    hidden, weight, targets, _ = _ce_problem()
+    with torch.no_grad():
+        torch.testing.assert_close(
+            linear_cross_entropy(hidden, weight, targets), _reference_ce(hidden, weight, targets)
+        )
+    frozen = weight.detach()
+    (gh,) = torch.autograd.grad(linear_cross_entropy(hidden, frozen, targets).sum(), hidden)
+    (ref,) = torch.autograd.grad(_reference_ce(hidden, frozen, targets).sum(), hidden)
+    torch.testing.assert_close(gh, ref)
+
+
+def test_linear_cross_entropy_refuses_a_second_backward_over_its_reused_buffer():
+    hidden, weight, targets, _ = _ce_problem()
+    loss = linear_cross_entropy(hidden, weight, targets).sum()
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="inplace"):  # a loud error, not silently wrong gradients
+        loss.backward()
+
+
+def test_chunked_cross_entropy_is_linear_cross_entropy():
+    hidden, weight, targets, _ = _ce_problem()
+    torch.testing.assert_close(
+        chunked_cross_entropy(hidden, weight, targets, chunk=7), _reference_ce(hidden, weight, targets)
+    )
 
 
 def test_sequence_logps_sum_labelled_targets():
