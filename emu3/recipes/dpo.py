@@ -21,7 +21,7 @@ from emu3.configuration import to_dict
 from emu3.data.batches import pad, preference_pairs
 from emu3.data.shards import Corpus
 from emu3.model.decoder import Emu3Decoder
-from emu3.recipes.common import DataConfig, autocast, export_model
+from emu3.recipes.common import DataConfig, autocast, compile_blocks, export_model
 from emu3.train.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
 from emu3.train.losses import dpo_loss, sequence_logps
 from emu3.train.metrics import MetricLogger, progress_bar
@@ -42,6 +42,7 @@ class DPOConfig:
     log_every: int = 10
     resume: bool = True
     bf16: bool = True
+    compile: bool = False  # torch.compile each decoder Block of the policy and the reference (as TrainConfig)
     device: str = "cpu"
     threads: int = 0
     seed: int = 0
@@ -78,6 +79,9 @@ def main(cfg: DPOConfig) -> Path:
     tok = load_text_tokenizer(cfg.init)
     policy = load_decoder(cfg.init, dtype=torch.float32, device=cfg.device).train()
     reference = copy.deepcopy(policy).eval().requires_grad_(False)
+    if cfg.compile:
+        compile_blocks(policy)
+        compile_blocks(reference)
     pol, ref = PairLogps(policy), PairLogps(reference)
     optimizer = build_optimizer(policy, cfg.optim)
     out, state = Path(cfg.out), TrainState()

@@ -92,6 +92,6 @@ def _plain(cfg: TrainConfig, tok, weights):
     """An unsharded copy of the decoder holding `weights` (after FSDP training), for saving."""
     from dataclasses import replace
 
-    plain = model_for(replace(cfg, activation_checkpointing=False), tok)
+    plain = model_for(replace(cfg, activation_checkpointing=False, compile=False), tok)
     plain.load_state_dict(weights, strict=True)
     return plain.eval()
