@@ -3,11 +3,15 @@
     emu3 train-vq configs/train_vq/tiny.yaml data=world steps=2000
     emu3 train-vq configs/train_vq/tiny.yaml data=path/to/images/
 
-Losses: L1 + L2 reconstruction, codebook + beta * commitment with the straight-through estimator
-(spec 2.1 lists L2, LPIPS, GAN and commitment for the released model; LPIPS and the patch GAN are
-not used here). Unused codes are restarted from encoder outputs every `restart_every` steps.
-Images are trained as clips of repeated frames, exactly as they are encoded; `video_fraction` of
-each batch are real 4-frame clips (from the motion world) so the temporal layers learn motion.
+Losses: L1 + L2 reconstruction, codebook + beta * commitment with the straight-through estimator,
+and optionally (`gan_weight` > 0) a patch-GAN hinge loss on the image reconstructions from step
+`gan_start` on (spec 2.1 lists L2, LPIPS, GAN and commitment for the released model; LPIPS is not
+used here). The adversarial weight is fixed, not VQGAN's adaptive weight. With the GAN on, the
+discriminator is trained in the same step by the same optimiser (its own parameter groups) and
+checkpointed with the VQ (keys `vq.*` and `critic.*`). Unused codes are restarted from encoder
+outputs every `restart_every` steps. Images are trained as clips of repeated frames, exactly as
+they are encoded; `video_fraction` of each batch are real 4-frame clips (from the motion world) so
+the temporal layers learn motion.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from emu3.train.metrics import MetricLogger, progress_bar
 from emu3.train.optim import OptimConfig, build_optimizer, lr_at, set_lr
 from emu3.vision.config import VQConfig
 from emu3.vision.image_io import read_image, to_pixels
+from emu3.vision.losses import PatchDiscriminator, discriminator_hinge_loss, generator_adversarial_loss
 from emu3.vision.vq import VQModel, build_vq
 
 
@@ -51,6 +56,8 @@ class VQTrainConfig:
     log_every: int = 50
     eval_images: int = 64
     bf16: bool = False  # bf16 autocast for the convolutions (faster on CPUs with AVX512-BF16)
+    gan_weight: float = 0.0  # weight of the adversarial loss; 0 = no discriminator
+    gan_start: int = 0  # step from which the adversarial loss counts (the critic trains from the start)
     resume: bool = True
     threads: int = 0
     seed: int = 0
@@ -127,12 +134,15 @@ def main(cfg: VQTrainConfig) -> Path:
     rng.shuffle(images)
     held_out, images = images[: cfg.eval_images], images[cfg.eval_images :]
     vq = build_vq(cfg.vq, seed=cfg.seed).train()
-    optimizer = build_optimizer(vq, cfg.optim)
+    critic = PatchDiscriminator(cfg.vq.in_channels).train() if cfg.gan_weight > 0 else None
+    # What is optimised and checkpointed: the VQ alone, or the VQ and its critic side by side.
+    trainee = vq if critic is None else torch.nn.ModuleDict({"vq": vq, "critic": critic})
+    optimizer = build_optimizer(trainee, cfg.optim)
     gen = torch.Generator().manual_seed(cfg.seed)
     out, state = Path(cfg.out), TrainState()
     ckpt = latest_checkpoint(out) if cfg.resume else None
     if ckpt is not None:
-        state = load_checkpoint(ckpt, vq, optimizer, generators={"data": gen})
+        state = load_checkpoint(ckpt, trainee, optimizer, generators={"data": gen})
         print(f"resumed from {ckpt} at step {state.step}")
     log = MetricLogger(out / "metrics.jsonl", every=cfg.log_every)
     start_psnr = eval_psnr(vq, held_out)
@@ -158,8 +168,19 @@ def main(cfg: VQTrainConfig) -> Path:
         vq_loss = sum((r.codebook_loss + cfg.commitment * r.commitment_loss) * x.shape[0] for r, x in parts)
         loss = l1 + l2 + vq_loss / cfg.batch_size
         rec = parts[0][0]
+        adversarial = critic_loss = torch.zeros(())
+        if critic is not None:
+            fake = rec.pixels[:, 0].float()  # (B, 3, H, W) image reconstructions
+            if state.step >= cfg.gan_start:
+                adversarial = generator_adversarial_loss(critic(fake))
+                loss = loss + cfg.gan_weight * adversarial
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vq.parameters(), cfg.optim.max_grad_norm)
+        if critic is not None:
+            critic.zero_grad(set_to_none=True)  # the generator's loss must not train the critic
+            critic_loss = discriminator_hinge_loss(critic(pixels), critic(fake.detach()))
+            critic_loss.backward()
+            torch.nn.utils.clip_grad_norm_(critic.parameters(), cfg.optim.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         counts += vq.quantize.usage(rec.codes.detach()).cpu()
@@ -174,10 +195,11 @@ def main(cfg: VQTrainConfig) -> Path:
             counts.zero_()
         else:
             usage = float("nan")
+        gan = {"adversarial": adversarial.item(), "critic": critic_loss.item()} if critic is not None else {}
         log.log(state.step, loss=loss.item(), l1=l1.item(), psnr_batch=psnr(rec.pixels.detach()[:, 0], pixels), lr=lr,
-                code_usage=usage, restarted=float(restarted), seconds=time.perf_counter() - started)  # fmt: skip
+                code_usage=usage, restarted=float(restarted), seconds=time.perf_counter() - started, **gan)  # fmt: skip
         if state.step % cfg.save_every == 0 or state.step == cfg.steps:
-            save_checkpoint(out, vq.state_dict(), optimizer, state, config=to_dict(cfg), generators={"data": gen})
+            save_checkpoint(out, trainee.state_dict(), optimizer, state, config=to_dict(cfg), generators={"data": gen})
 
     final_psnr = eval_psnr(vq, held_out)
     folder = save_vision_tokenizer(vq.eval(), out / "model")

@@ -36,3 +36,24 @@ def test_train_vq_resume_gives_the_same_next_loss(tmp_path):
     losses = [[json.loads(line)["loss"] for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
               for run in ("a", "b")]  # fmt: skip
     assert losses[0][3:] == losses[1][3:] and len(losses[1]) == 6
+
+
+def test_train_vq_with_the_patch_gan_resumes_exactly(tmp_path):
+    import json
+
+    from safetensors import safe_open
+
+    args = ["steps=4", "image_size=32", "batch_size=4", "log_every=1000", "restart_every=0", "eval_images=4",
+            "save_every=2", "video_fraction=0.25", "gan_weight=0.1", "gan_start=1"]  # fmt: skip
+    main(load(VQTrainConfig, "configs/train_vq/tiny.yaml", [f"out={tmp_path / 'a'}", "resume=false", *args]))
+    main(load(VQTrainConfig, "configs/train_vq/tiny.yaml", [f"out={tmp_path / 'b'}", *args, "steps=2"]))
+    folder = main(load(VQTrainConfig, "configs/train_vq/tiny.yaml", [f"out={tmp_path / 'b'}", *args]))
+    rows = [[json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+            for run in ("a", "b")]  # fmt: skip
+    assert [r["loss"] for r in rows[0][2:]] == [r["loss"] for r in rows[1][2:]]
+    assert [r["critic"] for r in rows[0][2:]] == [r["critic"] for r in rows[1][2:]]
+    assert rows[0][0]["adversarial"] == 0.0 and rows[0][1]["adversarial"] != 0.0  # counts from gan_start on
+    with safe_open(tmp_path / "a" / "step_000004" / "model.safetensors", "pt") as f:
+        keys = set(f.keys())
+    assert any(k.startswith("critic.") for k in keys) and any(k.startswith("vq.") for k in keys)
+    assert load_vision_tokenizer(folder).cfg.codebook_size == 256  # the exported tokenizer has no critic
