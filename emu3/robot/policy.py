@@ -12,6 +12,7 @@ Decoding is greedy and constrained: at each of the chunk * 3 positions only acti
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,9 +41,15 @@ def frames_to_pixels(frames: np.ndarray) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode_frames(vq: VQModel, frames: np.ndarray, batch: int = 128) -> np.ndarray:
-    """(N, H, W, 3) uint8 -> (N, h, w) int16 codes."""
-    out = [vq.encode_image(frames_to_pixels(frames[i : i + batch])).numpy() for i in range(0, len(frames), batch)]
+def encode_frames(
+    vq: VQModel, frames: np.ndarray, batch: int = 128, progress: Callable[[int], object] | None = None
+) -> np.ndarray:
+    """(N, H, W, 3) uint8 -> (N, h, w) int16 codes; `progress(n)` is called after each batch of n frames."""
+    out = []
+    for i in range(0, len(frames), batch):
+        out.append(vq.encode_image(frames_to_pixels(frames[i : i + batch])).numpy())
+        if progress is not None:
+            progress(len(out[-1]))
     return np.concatenate(out).astype(np.int16)
 
 

@@ -152,15 +152,9 @@ def _cached_codes(vq, vq_folder: Path, frames: np.ndarray, data: Path) -> np.nda
         codes = np.load(path)
         if len(codes) == len(frames):
             return codes
-    block = 2048
-    bar = progress_bar(len(frames))
-    bar.set_description("encoding frames")
-    parts = []
-    for start in range(0, len(frames), block):
-        parts.append(encode_frames(vq, frames[start : start + block]))
-        bar.update(len(parts[-1]))
-    bar.close()
-    codes = np.concatenate(parts)
+    with progress_bar(len(frames)) as bar:
+        bar.set_description("encoding frames")
+        codes = encode_frames(vq, frames, progress=bar.update)
     np.save(path, codes)
     return codes
 

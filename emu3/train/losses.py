@@ -51,19 +51,13 @@ def token_classes(targets: Tensor, visual_start: int, codebook_size: int, action
     return classes
 
 
-def chunked_cross_entropy(hidden: Tensor, weight: Tensor, targets: Tensor, chunk: int | None = None) -> Tensor:
-    """Per-row CE (N,) of logits = hidden (N, D) @ weight (V, D)^T against targets (N,) (IGNORE -> 0),
-    `chunk` rows at a time (None: a cache-sized number of rows)."""
-    return linear_cross_entropy(hidden, weight, targets, chunk)
-
-
 def next_token_loss(
     hidden: Tensor, weight: Tensor, labels: Tensor, classes: Tensor, weights: LossWeights, chunk: int | None = None
 ) -> LossOutput:
     """Weighted next-token CE. hidden (B, T, D); labels, classes (B, T) aligned with the tokens."""
     targets = labels[:, 1:].reshape(-1)  # (N,)
     cls = classes[:, 1:].reshape(-1)
-    ce = chunked_cross_entropy(hidden[:, :-1].reshape(-1, hidden.shape[-1]), weight, targets, chunk)
+    ce = linear_cross_entropy(hidden[:, :-1].reshape(-1, hidden.shape[-1]), weight, targets, chunk)
     valid = targets != IGNORE
     w = weights.as_tensor().to(ce.device)[cls] * valid  # (N,)
     loss = (ce * w).sum() / w.sum().clamp_min(1e-8)
@@ -78,7 +72,7 @@ def sequence_logps(hidden: Tensor, weight: Tensor, labels: Tensor, chunk: int | 
     """(B,) summed log-probabilities of each row's labelled next tokens."""
     b = hidden.shape[0]
     targets = labels[:, 1:].reshape(-1)
-    ce = chunked_cross_entropy(hidden[:, :-1].reshape(-1, hidden.shape[-1]), weight, targets, chunk)
+    ce = linear_cross_entropy(hidden[:, :-1].reshape(-1, hidden.shape[-1]), weight, targets, chunk)
     return -ce.view(b, -1).sum(1)
 
 

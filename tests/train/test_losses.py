@@ -11,7 +11,6 @@ from emu3.train.losses import (
     TEXT,
     VISION,
     LossWeights,
-    chunked_cross_entropy,
     dpo_loss,
     linear_cross_entropy,
     next_token_loss,
@@ -112,13 +111,6 @@ def test_linear_cross_entropy_refuses_a_second_backward_over_its_reused_buffer()
     loss.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="inplace"):  # a loud error, not silently wrong gradients
         loss.backward()
-
-
-def test_chunked_cross_entropy_is_linear_cross_entropy():
-    hidden, weight, targets, _ = _ce_problem()
-    torch.testing.assert_close(
-        chunked_cross_entropy(hidden, weight, targets, chunk=7), _reference_ce(hidden, weight, targets)
-    )
 
 
 def test_sequence_logps_sum_labelled_targets():
