@@ -6,6 +6,7 @@ text through the tokenizer, and every record becomes one or more examples in the
     {"image", "caption"}   -> "t2i"  BOS caption <image> EOS (loss on all; caption dropped with
                                      probability `null_caption` so CFG's unconditional branch is trained)
                               "i2t"  BOS <image> caption EOS, for a fraction `understanding` of records
+                                     (a record's own "understanding" key overrides it)
     {"video", "caption"}   -> "t2v"  BOS caption <video> EOS  (+ "v2t" like i2t)
     {"image", "qa"}        -> "qa"   one chat example per question, loss on the answer only
     {"text"}               -> "text" BOS text EOS
@@ -139,7 +140,7 @@ def _image_examples(index, record, codes, tok, cfg) -> Iterator[Example]:
         shown = "" if _chance(index, "null") < cfg.null_caption else caption
         ids = templates.caption_then_image(shown, codes, tok)
         yield Example(ids, ids, "t2i")
-        if _chance(index, "i2t") < cfg.understanding:
+        if _chance(index, "i2t") < record.get("understanding", cfg.understanding):
             ids = templates.image_then_caption(codes, caption, tok)
             yield Example(ids, ids, "i2t")
     for question, answer in record.get("qa") or []:

@@ -27,14 +27,19 @@ from emu3.train.losses import LossWeights
 from emu3.train.optim import OptimConfig
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-DEMO_MODEL = ModelConfig(dim=256, n_layers=6, n_heads=4, n_kv_heads=2, ffn_dim=688, max_seq_len=512, image_area=4096)
+# 72 px images: the world's 3x3 layout cells are then 24 px, exactly 3x3 codes of the 8x tokenizer, so
+# an object meets the code grid the same way in every cell (at 64 px the 21.3 px cells do not align,
+# and the same shape needs different codes in different cells; see configs/train_vq/demo.yaml).
+DEMO_SIZE = 72
+DEMO_MODEL = ModelConfig(dim=256, n_layers=6, n_heads=4, n_kv_heads=2, ffn_dim=688, max_seq_len=512,
+                         image_area=DEMO_SIZE * DEMO_SIZE)  # fmt: skip
 
 
 @dataclass(frozen=True)
 class DemoConfig:
     out: str = "runs/demo"
     export: str = ""  # where the final model goes (default: <out>/model)
-    image_size: int = 64
+    image_size: int = DEMO_SIZE
     captions: int = 12000  # shapes scenes with captions
     qa_images: int = 4000  # shapes scenes with two questions each
     videos: int = 600  # motion clips of 16 frames
@@ -43,7 +48,7 @@ class DemoConfig:
     vq_steps: int = 600
     text_vocab: int = 400
     model: ModelConfig = field(default_factory=lambda: DEMO_MODEL)
-    seq_len: int = 384
+    seq_len: int = 416  # a 16-frame 72 px video with its caption is about 385 tokens
     batch_size: int = 16
     pretrain_steps: int = 1000
     pretrain_lr: float = 1e-3
@@ -150,8 +155,9 @@ def _world_records(cfg: DemoConfig) -> list[dict]:
 
     records = list(data.shapes_captions(cfg.captions, seed=cfg.seed, image_size=cfg.image_size))
     records += list(data.shapes_qa(cfg.qa_images, seed=cfg.seed, image_size=cfg.image_size))
-    if cfg.use_digits:
-        records += list(data.digit_captions("train", image_size=cfg.image_size))
+    if cfg.use_digits:  # twice, and always in both directions: recognition has only 1,437 real images to learn from
+        digits = [{**r, "understanding": 1.0} for r in data.digit_captions("train", image_size=cfg.image_size)]
+        records += digits + digits
     records += list(data.motion_videos(cfg.videos, seed=cfg.seed, frames=16, image_size=cfg.image_size))
     random.Random(cfg.seed).shuffle(records)
     return records

@@ -57,3 +57,18 @@ def test_pretokenize_command_counts_and_skips_bad_records(world, tmp_path):
     assert main(["pretokenize", str(manifest), "-o", str(tmp_path / "out"), "--model", str(model),
                  "--vq", str(world / "vq")]) == 0  # fmt: skip
     assert len(Corpus(tmp_path / "out")) == len(corpus)
+
+
+def test_a_records_own_understanding_overrides_the_corpus_fraction(world, tmp_path):
+    from emu3.convert.vq import load_vision_tokenizer
+    from emu3.data.pretokenize import PretokenizeConfig, pretokenize
+    from emu3.tokens.text import load_text_tokenizer
+    from emu3.worlds import data
+
+    records = list(data.shapes_captions(12, seed=1, image_size=32))
+    records = [{**r, "understanding": 1.0} for r in records[:6]] + [{**r, "understanding": 0.0} for r in records[6:]]
+    vq, tok = load_vision_tokenizer(world / "vq"), load_text_tokenizer(world / "tok")
+    cfg = PretokenizeConfig(understanding=0.5, null_caption=0.0)
+    pretokenize(records, tmp_path / "out", vq, tok, cfg, progress=False)
+    kinds = Corpus(tmp_path / "out").kinds()
+    assert kinds["t2i"] == 12 and kinds["i2t"] == 6  # every record with 1.0, none with 0.0
