@@ -97,10 +97,9 @@ class Attention(nn.Module):
 
     def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], attend: AttendFn) -> Tensor:
         b, t, _ = x.shape
-        q, k, v = _projections(x, (self.wq, self.wk, self.wv), fuse=self.training)
-        q = q.view(b, t, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, Dh)
-        k = k.view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, Dh)
-        v = v.view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, Dh)
+        q = self.wq(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, Dh)
+        k = self.wk(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, Dh)
+        v = self.wv(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, Dh)
         q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         out = attend(q, k, v, self.dropout if self.training else 0.0)  # (B, H, T, Dh)
         return self.wo(out.transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim))
@@ -116,20 +115,7 @@ class FeedForward(nn.Module):
         self.w_down = nn.Linear(cfg.ffn_dim, cfg.dim, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        gate, up = _projections(x, (self.w_gate, self.w_up), fuse=self.training)
-        return self.w_down(F.silu(gate) * up)
-
-
-def _projections(x: Tensor, linears: tuple[nn.Linear, ...], fuse: bool) -> tuple[Tensor, ...]:
-    """Each bias-free linear applied to x. With `fuse`, as one matmul against the concatenated weights,
-    split afterwards: in training this casts x (under autocast) and reads it once instead of once per
-    projection, and its backward is one matmul for grad x instead of several plus their sum. The
-    weights are concatenated on every call, a copy that is cheap next to a training batch's
-    activations but not next to one decoded token's, so inference (fuse=False) keeps them apart."""
-    if not fuse:
-        return tuple(linear(x) for linear in linears)
-    weight = torch.cat([linear.weight for linear in linears])
-    return torch.split(F.linear(x, weight), [linear.out_features for linear in linears], dim=-1)
+        return self.w_down(F.silu(self.w_gate(x)) * self.w_up(x))
 
 
 class Block(nn.Module):
