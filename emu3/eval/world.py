@@ -10,6 +10,8 @@ Each task is a function `(pipe, n, seed) -> dict` of numbers (and a few examples
     captioning      shapes image -> caption, exact scene match and per-object attribute F1
     video           motion prompt -> video, tracked position error against the true physics
     video_extension first frames of a real clip -> continuation, error against the true physics
+    vq_round_trip   real scenes encoded and decoded by the model's VQ alone, scored like text_to_image:
+                    the ceiling that no decoder on these codes can pass
 
 Evaluation prompts use seeds disjoint from the training data's (see `emu3.worlds.data`).
 """
@@ -21,6 +23,7 @@ from collections import defaultdict
 from collections.abc import Callable
 
 import numpy as np
+import torch
 
 from emu3.generate.pipeline import Pipeline
 from emu3.worlds import checker, motion, shapes
@@ -39,6 +42,22 @@ def text_to_image(pipe: Pipeline, n: int = 32, seed: int = 0, guidance: float | 
     out = {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
     out["items"] = [s["overall"] for s in scores]
     out["examples"] = list(zip(prompts[:8], images[:8], strict=True))
+    return out
+
+
+def vq_round_trip(pipe: Pipeline, n: int = 200, seed: int = 0) -> dict:
+    """GenEval-style scores of held-out scenes passed through the vision tokenizer only (no decoder)."""
+    rng = random.Random(EVAL_SEED_OFFSET + 60_000 + seed)
+    scenes = [shapes.sample_scene(rng) for _ in range(n)]
+    images = [shapes.render(s, _side(pipe)) for s in scenes]
+    decoded = []
+    for i in range(0, n, 64):
+        decoded += pipe.decode_images(torch.stack(pipe.encode_images(images[i : i + 64])))
+    scores = [checker.score_image(img, s) for img, s in zip(decoded, scenes, strict=True)]
+    out = {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
+    out["items"] = [s["overall"] for s in scores]
+    out["examples"] = [(f"round trip of: {shapes.caption(s, rng)}", img) for s, img in zip(scenes[:4], decoded[:4],
+                                                                                      strict=True)]  # fmt: skip
     return out
 
 
@@ -153,17 +172,18 @@ def video_extension(pipe: Pipeline, n: int = 6, seed: int = 0, given: int = 8, n
 TASKS: dict[str, Callable[..., dict]] = {
     "text_to_image": text_to_image, "text_to_image_no_cfg": text_to_image_no_cfg, "compositional": compositional,
     "digits": digits, "digit_recognition": digit_recognition, "vqa": vqa, "captioning": captioning, "video": video,
-    "video_extension": video_extension,
+    "video_extension": video_extension, "vq_round_trip": vq_round_trip,
 }  # fmt: skip
 # The headline number of each task (the mean of its "items"), and whether higher is better.
 HEADLINE: dict[str, tuple[str, bool]] = {
     "text_to_image": ("overall", True), "text_to_image_no_cfg": ("overall", True), "compositional": ("overall", True),
     "digits": ("accuracy", True), "digit_recognition": ("accuracy", True), "vqa": ("accuracy", True),
     "captioning": ("exact", True), "video": ("error_px", False), "video_extension": ("error_px", False),
+    "vq_round_trip": ("overall", True),
 }  # fmt: skip
 SUITES: dict[str, tuple[str, ...]] = {
     "world": ("text_to_image", "text_to_image_no_cfg", "compositional", "vqa", "captioning", "video_extension",
-              "video"),
+              "video", "vq_round_trip"),
     "digits": ("digits", "digit_recognition"),
 }  # fmt: skip
 

@@ -21,6 +21,17 @@ def test_shipped_model_loads_and_generates():
     assert isinstance(pipe.ask(image, "how many objects are there?"), str)
 
 
+def test_shipped_vision_tokenizer_keeps_scenes_intact():
+    import torch
+
+    from emu3.eval import world
+    from emu3.generate.pipeline import Pipeline
+
+    pipe = Pipeline.load(default_model_folder(), dtype=torch.bfloat16)
+    result = world.vq_round_trip(pipe, n=48)
+    assert result["overall"] >= 0.85 and result["colour"] >= 0.95  # measured 0.97 / 0.99 on 200 scenes
+
+
 def test_demo_runs_end_to_end(tmp_path, monkeypatch):
     from emu3 import demo
     from emu3.cli import main

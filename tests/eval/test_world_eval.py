@@ -16,7 +16,8 @@ def pipe():
     return tiny_pipeline(seed=0).with_config(max_answer_tokens=6, video_frames=1)
 
 
-TASKS = ["text_to_image", "text_to_image_no_cfg", "compositional", "vqa", "captioning", "video", "video_extension"]
+TASKS = ["text_to_image", "text_to_image_no_cfg", "compositional", "vqa", "captioning", "video", "video_extension",
+         "vq_round_trip"]
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -80,3 +81,8 @@ def test_demo_command_writes_a_report(pipe, tmp_path):
     folder = pipe.save(tmp_path / "model")
     assert main(["demo", "--model", str(folder), "-o", str(tmp_path / "out"), "--dtype", "fp32"]) == 0
     assert (tmp_path / "out" / "report.html").is_file()
+
+
+def test_an_untrained_vq_round_trip_scores_nothing(pipe):
+    result = world.vq_round_trip(pipe, n=8)
+    assert result["overall"] == 0.0 and result["colour"] == 0.0  # noise out of a random VQ is never a scene
