@@ -10,8 +10,9 @@ used here). The adversarial weight is fixed, not VQGAN's adaptive weight. With t
 discriminator is trained in the same step by the same optimiser (its own parameter groups) and
 checkpointed with the VQ (keys `vq.*` and `critic.*`). Unused codes are restarted from encoder
 outputs every `restart_every` steps. Images are trained as clips of repeated frames, exactly as
-they are encoded; `video_fraction` of each batch are real 4-frame clips (from the motion world) so
-the temporal layers learn motion.
+they are encoded; `video_fraction` of each batch are real clips of `clip_frames` frames (from the
+motion world) so the temporal layers learn motion. With 4 frames a clip is one latent frame, and the
+decoder never learns to decode a latent in the context of the ones before it; 8 or more teach that.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class VQTrainConfig:
     data: str = "world"  # "world" (shapes, digits, motion frames) or a folder of images
     image_size: int = 64
     video_fraction: float = 0.25
+    clip_frames: int = 4  # frames per training clip: a multiple of the temporal factor (4)
     batch_size: int = 16
     steps: int = 1000
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, min_lr=1e-4, warmup_steps=50,
@@ -95,10 +97,10 @@ def _world_images(n: int, size: int, seed: int) -> list[np.ndarray]:
     return shapes + digits
 
 
-def _video_clips(n: int, size: int, seed: int) -> list[np.ndarray]:
+def _video_clips(n: int, size: int, seed: int, frames: int = 4) -> list[np.ndarray]:
     from emu3.worlds import data
 
-    return [r["video"][:4] for r in data.motion_videos(n, seed=seed, frames=4, image_size=size)]
+    return [r["video"] for r in data.motion_videos(n, seed=seed, frames=frames, image_size=size)]
 
 
 def _to_clip(frames: list[np.ndarray] | np.ndarray, factor: int) -> torch.Tensor:
@@ -126,9 +128,12 @@ def main(cfg: VQTrainConfig) -> Path:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
+    factor = cfg.vq.temporal_downsample_factor
+    if cfg.clip_frames <= 0 or cfg.clip_frames % factor:
+        raise ValueError(f"clip_frames must be a positive multiple of {factor}, got {cfg.clip_frames}")
     if cfg.data == "world":
         images = _world_images(4000, cfg.image_size, cfg.seed)
-        clips = _video_clips(800, cfg.image_size, cfg.seed) if cfg.video_fraction > 0 else []
+        clips = _video_clips(800, cfg.image_size, cfg.seed, cfg.clip_frames) if cfg.video_fraction > 0 else []
     else:
         images, clips = _folder_images(Path(cfg.data), cfg.image_size), []
     rng.shuffle(images)

@@ -57,3 +57,13 @@ def test_train_vq_with_the_patch_gan_resumes_exactly(tmp_path):
         keys = set(f.keys())
     assert any(k.startswith("critic.") for k in keys) and any(k.startswith("vq.") for k in keys)
     assert load_vision_tokenizer(folder).cfg.codebook_size == 256  # the exported tokenizer has no critic
+
+
+def test_train_vq_takes_longer_clips_and_rejects_ragged_ones(tmp_path):
+    args = ["steps=2", "image_size=32", "batch_size=4", "log_every=1000", "restart_every=0", "eval_images=4",
+            "save_every=2", "video_fraction=0.5"]  # fmt: skip
+    with pytest.raises(ValueError, match="clip_frames must be a positive multiple of 4"):
+        main(load(VQTrainConfig, "configs/train_vq/tiny.yaml", [f"out={tmp_path / 'bad'}", *args, "clip_frames=6"]))
+    assert not (tmp_path / "bad").exists()  # refused before anything was written
+    folder = main(load(VQTrainConfig, "configs/train_vq/tiny.yaml", [f"out={tmp_path / 'ok'}", *args, "clip_frames=8"]))
+    assert load_vision_tokenizer(folder).cfg.codebook_size == 256
