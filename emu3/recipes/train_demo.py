@@ -205,7 +205,7 @@ def _preference_pairs(cfg: DemoConfig, model_dir: Path, out: Path) -> dict:
     from emu3.tokens import templates
     from emu3.worlds import checker, shapes
 
-    pipe = Pipeline.load(model_dir, dtype=torch.bfloat16).with_config(top_k=cfg.dpo_top_k)
+    pipe = Pipeline.load(model_dir, dtype=torch.bfloat16).with_config(guidance=cfg.dpo_guidance, top_k=cfg.dpo_top_k)
     rng = random.Random(cfg.seed + 7)
     scenes = [shapes.sample_scene(rng) for _ in range(cfg.dpo_prompts)]
     prompts = [shapes.caption(s, rng) for s in scenes]
@@ -213,7 +213,7 @@ def _preference_pairs(cfg: DemoConfig, model_dir: Path, out: Path) -> dict:
     pairs, scores_all = [], []
     for i in range(0, len(prompts), 8):
         batch = prompts[i : i + 8]
-        images = pipe.text_to_image(batch, num_images=cfg.dpo_samples, guidance=cfg.dpo_guidance, seed=cfg.seed + i)
+        images = pipe.text_to_image(batch, num_images=cfg.dpo_samples, seed=cfg.seed + i)
         codes_all = [pipe.encode_images([img])[0] for img in images]
         for j, prompt in enumerate(batch):
             scene = scenes[i + j]

@@ -5,11 +5,11 @@ there are enough, it takes their median colour, keeps the pixels nearer that col
 background (the half-way contour, where a blurred edge crosses the true one), and names their shape
 and size by the best intersection-over-union with the six masks the world itself would draw there
 (circle / square / triangle, small / large), and their colour as the nearest palette colour of that
-median. A blob that matches no mask
-well enough (IoU below `min_iou`) is not an object. Matching whole masks, rather than thresholding
-one statistic such as how much of the bounding box is filled, keeps the verdict stable when edges
-are soft, as they are in images decoded from a few VQ codes. `score_image` compares the detection
-with the scene a prompt asked for, the way GenEval scores object, colour, count and position.
+median. A blob that matches no mask well enough (IoU below `min_iou`) is not an object. Matching
+whole masks, rather than thresholding one statistic such as how much of the bounding box is filled,
+keeps the verdict stable when edges are soft, as they are in images decoded from a few VQ codes.
+`score_image` compares the detection with the scene a prompt asked for, the way GenEval scores
+object, colour, count and position.
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ def detect(image: np.ndarray, *, min_fraction: float = 0.04, min_iou: float = 0.
     if h != w:
         raise ValueError(f"expected a square image, got {h}x{w}")
     pixels = image.astype(np.float32)
-    foreground = np.linalg.norm(pixels - np.array(BACKGROUND, np.float32), axis=-1) > 60  # (H, W)
+    to_background = np.linalg.norm(pixels - np.array(BACKGROUND, np.float32), axis=-1)  # (H, W)
+    foreground = to_background > 60
     found = []
     for row in range(3):
         for col in range(3):
@@ -52,7 +53,9 @@ def detect(image: np.ndarray, *, min_fraction: float = 0.04, min_iou: float = 0.
             if mask.mean() < min_fraction:
                 continue
             median = np.median(pixels[y0:y1, x0:x1][mask], axis=0)
-            mask = _closer_to(pixels[y0:y1, x0:x1], median)
+            # The half-way contour: a blurred edge crosses the true one there, while a fixed distance
+            # from the background would fatten bright shapes and thin dark ones.
+            mask = np.linalg.norm(pixels[y0:y1, x0:x1] - median, axis=-1) < to_background[y0:y1, x0:x1]
             iou, shape, size = max(
                 (_iou(mask, template[y0:y1, x0:x1]), shape, size)
                 for (shape, size), template in _templates(h, (row, col)).items()
@@ -62,14 +65,6 @@ def detect(image: np.ndarray, *, min_fraction: float = 0.04, min_iou: float = 0.
             colour = _NAMES[int(np.argmin(np.linalg.norm(_PALETTE - median, axis=1)))]
             found.append(Shape(shape, colour, size, (row, col)))
     return Detection(tuple(found))
-
-
-def _closer_to(pixels: np.ndarray, colour: np.ndarray) -> np.ndarray:
-    """Pixels nearer `colour` than the background: the half-way contour, where a blurred edge crosses
-    the true one (a fixed distance from the background would fatten bright shapes and thin dark ones)."""
-    to_colour = np.linalg.norm(pixels - colour, axis=-1)
-    to_background = np.linalg.norm(pixels - np.array(BACKGROUND, np.float32), axis=-1)
-    return to_colour < to_background
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:

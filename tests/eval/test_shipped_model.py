@@ -29,7 +29,7 @@ def test_shipped_vision_tokenizer_keeps_scenes_intact():
 
     pipe = Pipeline.load(default_model_folder(), dtype=torch.bfloat16)
     result = world.vq_round_trip(pipe, n=48)
-    assert result["overall"] >= 0.85 and result["colour"] >= 0.95  # measured 0.97 / 0.99 on 200 scenes
+    assert result["overall"] >= 0.85 and result["colour"] >= 0.95  # measured 0.98 / 0.99 on 200 scenes
 
 
 def test_demo_runs_end_to_end(tmp_path, monkeypatch):
