@@ -8,7 +8,9 @@ text through the tokenizer, and every record becomes one or more examples in the
                               "i2t"  BOS <image> caption EOS, for a fraction `understanding` of records
                                      (a record's own "understanding" key overrides it)
     {"video", "caption"}   -> "t2v"  BOS caption <video> EOS  (+ "v2t" like i2t)
-    {"image", "qa"}        -> "qa"   one chat example per question, loss on the answer only
+    {"image", "qa"}        -> "qa"   chat examples with loss on the answers only: one per question, or
+                                     `qa_per_example` questions as the turns of one conversation about
+                                     the image (the image's tokens are then paid for once, not per answer)
     {"text"}               -> "text" BOS text EOS
 
 A manifest is JSONL with paths relative to it: {"image": "a.png", "caption": "..."}. Unreadable
@@ -44,6 +46,11 @@ class PretokenizeConfig:
     null_caption: float = 0.1  # fraction of t2i examples whose caption is dropped (CFG)
     shard_size: int = 2000
     batch_size: int = 32  # images per VQ call
+    qa_per_example: int = 1  # questions about one image asked as the turns of one chat example
+
+    def __post_init__(self) -> None:
+        if self.qa_per_example < 1:
+            raise ValueError(f"qa_per_example must be at least 1, got {self.qa_per_example}")
 
 
 def _chance(index: int, salt: str) -> float:
@@ -143,8 +150,12 @@ def _image_examples(index, record, codes, tok, cfg) -> Iterator[Example]:
         if _chance(index, "i2t") < record.get("understanding", cfg.understanding):
             ids = templates.image_then_caption(codes, caption, tok)
             yield Example(ids, ids, "i2t")
-    for question, answer in record.get("qa") or []:
-        turns = [templates.Message("user", (Image(codes), question)), templates.Message("assistant", (answer,))]
+    qa = list(record.get("qa") or [])
+    for start in range(0, len(qa), cfg.qa_per_example):
+        turns = []
+        for question, answer in qa[start : start + cfg.qa_per_example]:
+            content = (question,) if turns else (Image(codes), question)  # the image once, in the first turn
+            turns += [templates.Message("user", content), templates.Message("assistant", (answer,))]
         ids, labels = templates.chat_example(turns, tok)
         yield Example(ids, labels, "qa")
 

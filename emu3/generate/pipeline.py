@@ -163,6 +163,26 @@ class Pipeline:
         progress: Progress | None = None,
     ) -> list[np.ndarray]:
         """`num_images` images per prompt, as (H, W, 3) uint8, in prompt order."""
+        codes = self.text_to_image_codes(prompts, image_size=image_size, num_images=num_images, guidance=guidance,
+                                         negative_prompt=negative_prompt, sampling=sampling, seed=seed,
+                                         progress=progress)  # fmt: skip
+        return self.decode_images(codes)
+
+    @torch.inference_mode()
+    def text_to_image_codes(
+        self,
+        prompts: str | Sequence[str],
+        *,
+        image_size: tuple[int, int] | None = None,
+        num_images: int = 1,
+        guidance: float | None = None,
+        negative_prompt: str | None = None,
+        sampling: SamplingConfig | None = None,
+        seed: int | None = None,
+        progress: Progress | None = None,
+    ) -> Tensor:
+        """The sampled visual codes behind `text_to_image`, (N, h, w), before the VQ decodes them: what
+        preference data should hold (decoding and re-encoding an image need not give back its codes)."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         h, w = self.latent_size(image_size)
         cond = [templates.t2i_prompt(p, h, w, self.tok, positive_suffix=self.cfg.positive_suffix) for p in prompts]
@@ -170,8 +190,7 @@ class Pipeline:
         rows = [c for c in cond for _ in range(num_images)]
         out = self._generate(rows, [image_plan(h, w, *self._grid_ids())] * len(rows), neg, guidance, sampling, seed,
                              progress)  # fmt: skip
-        codes = torch.stack([self._parse_vision(fmt.image_prefix(h, w, self.tok), row, fmt.Image) for row in out])
-        return self.decode_images(codes)
+        return torch.stack([self._parse_vision(fmt.image_prefix(h, w, self.tok), row, fmt.Image) for row in out])
 
     def encode_images(self, images: Sequence[np.ndarray]) -> list[Tensor]:
         """(H, W, 3) uint8 images -> list of (h, w) codes (each image encoded alone, as BAAI does)."""

@@ -41,7 +41,8 @@ class DemoConfig:
     export: str = ""  # where the final model goes (default: <out>/model)
     image_size: int = DEMO_SIZE
     captions: int = 12000  # shapes scenes with captions
-    qa_images: int = 4000  # shapes scenes with two questions each
+    qa_images: int = 6000  # shapes scenes with questions about them,
+    qa_per_image: int = 5  # asked as one conversation (the image's tokens are paid for once per image)
     videos: int = 600  # motion clips of 16 frames
     use_digits: bool = True  # scikit-learn digits (needs emu3[world])
     vq_config: str = str(CONFIGS / "train_vq" / "demo.yaml")
@@ -156,7 +157,8 @@ def _world_records(cfg: DemoConfig) -> list[dict]:
     from emu3.worlds import data
 
     records = list(data.shapes_captions(cfg.captions, seed=cfg.seed, image_size=cfg.image_size))
-    records += list(data.shapes_qa(cfg.qa_images, seed=cfg.seed, image_size=cfg.image_size))
+    records += list(data.shapes_qa(cfg.qa_images, seed=cfg.seed, image_size=cfg.image_size,
+                                   per_image=cfg.qa_per_image))  # fmt: skip
     if cfg.use_digits:  # twice, and always in both directions: recognition has only 1,437 real images to learn from
         digits = [{**r, "understanding": 1.0} for r in data.digit_captions("train", image_size=cfg.image_size)]
         records += digits + digits
@@ -176,8 +178,9 @@ def _tokenize_world(cfg: DemoConfig, vq_dir: Path, tok_dir: Path, corpus: Path) 
     texts += ["You are a helpful assistant. USER: ASSISTANT:"] * 50
     tok = train_text_tokenizer(texts, cfg.text_vocab, vq.cfg.codebook_size)
     tok.save(tok_dir)
-    stats = pretokenize(records, corpus, vq, tok, PretokenizeConfig(understanding=0.3, null_caption=0.1,
-                                                                    shard_size=4000, batch_size=64))  # fmt: skip
+    pcfg = PretokenizeConfig(understanding=0.3, null_caption=0.1, shard_size=4000, batch_size=64,
+                             qa_per_example=cfg.qa_per_image)  # fmt: skip
+    stats = pretokenize(records, corpus, vq, tok, pcfg)
     print(f"tokenised {stats['records']} records into {stats['examples']} examples ({stats['skipped']} skipped)")
 
 
@@ -213,8 +216,10 @@ def _preference_pairs(cfg: DemoConfig, model_dir: Path, out: Path) -> dict:
     pairs, scores_all = [], []
     for i in range(0, len(prompts), 8):
         batch = prompts[i : i + 8]
-        images = pipe.text_to_image(batch, num_images=cfg.dpo_samples, seed=cfg.seed + i)
-        codes_all = [pipe.encode_images([img])[0] for img in images]
+        # The sampled codes themselves, not the decoded images encoded again: that round trip changes about
+        # half the codes, and DPO must score the sequences the model actually generated.
+        codes_all = pipe.text_to_image_codes(batch, num_images=cfg.dpo_samples, seed=cfg.seed + i)
+        images = pipe.decode_images(codes_all)
         for j, prompt in enumerate(batch):
             scene = scenes[i + j]
             group = list(range(j * cfg.dpo_samples, (j + 1) * cfg.dpo_samples))

@@ -30,6 +30,14 @@ def test_text_to_image_batches_prompts_and_samples(pipe):
     assert unguided[0].shape == (16, 24, 3)
 
 
+def test_text_to_image_codes_are_the_codes_behind_the_images(pipe):
+    codes = pipe.text_to_image_codes(["a red circle", "two blue squares"], num_images=2, seed=1)
+    h, w = pipe.latent_size()
+    assert codes.shape == (4, h, w) and 0 <= int(codes.min()) and int(codes.max()) < pipe.vq.cfg.codebook_size
+    images = pipe.text_to_image(["a red circle", "two blue squares"], num_images=2, seed=1)
+    assert all(np.array_equal(a, b) for a, b in zip(pipe.decode_images(codes), images, strict=True))
+
+
 def test_progress_reaches_the_total(pipe):
     seen = []
     pipe.text_to_image("x", seed=0, progress=lambda done, total: seen.append((done, total)))

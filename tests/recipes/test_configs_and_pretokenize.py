@@ -72,3 +72,36 @@ def test_a_records_own_understanding_overrides_the_corpus_fraction(world, tmp_pa
     pretokenize(records, tmp_path / "out", vq, tok, cfg, progress=False)
     kinds = Corpus(tmp_path / "out").kinds()
     assert kinds["t2i"] == 12 and kinds["i2t"] == 6  # every record with 1.0, none with 0.0
+
+
+def test_questions_about_one_image_can_share_one_conversation(world, tmp_path):
+    from emu3.convert.vq import load_vision_tokenizer
+    from emu3.data.pretokenize import PretokenizeConfig, pretokenize
+    from emu3.tokens.text import load_text_tokenizer
+    from emu3.worlds import data
+
+    records = list(data.shapes_qa(4, seed=2, image_size=32, per_image=3))
+    vq, tok = load_vision_tokenizer(world / "vq"), load_text_tokenizer(world / "tok")
+    pretokenize(records, tmp_path / "one", vq, tok, PretokenizeConfig(), progress=False)
+    pretokenize(records, tmp_path / "conv", vq, tok, PretokenizeConfig(qa_per_example=3), progress=False)
+    one, conv = Corpus(tmp_path / "one"), Corpus(tmp_path / "conv")
+    n_questions = sum(len(r["qa"]) for r in records)
+    assert one.kinds()["qa"] == n_questions and conv.kinds()["qa"] == len(records)
+
+    def image_tokens(ids):
+        start = tok.special.visual_start
+        return sum(start <= t < start + tok.special.codebook_size for t in ids)
+
+    def answers(corpus):  # the trained tokens, decoded per example
+        out = []
+        for i in range(len(corpus)):
+            ids, labels = corpus[i].tokens, corpus[i].labels
+            out.append([t for t, lab in zip(ids, labels, strict=True) if lab != -100])
+        return out
+
+    # Each conversation holds its image once, and trains exactly the answers the separate examples train.
+    for i in range(len(conv)):
+        assert image_tokens(conv[i].tokens) == 8 * 8
+    assert sorted(sum(answers(conv), [])) == sorted(sum(answers(one), []))
+    with pytest.raises(ValueError, match="qa_per_example"):
+        PretokenizeConfig(qa_per_example=0)
