@@ -133,10 +133,10 @@ def main(cfg: DemoConfig) -> Path:
     prefs = out / "preferences"
     if _stage("dpo-data", prefs / "meta.json", log):
         log["dpo_data"] = _preference_pairs(cfg, out / "sft" / "model", prefs)
-    n_pairs = len(Corpus(prefs)) // 2
-    steps = max(1, math.ceil(cfg.dpo_epochs * n_pairs / 8))
+    pairs_per_step = 8
+    steps = max(1, math.ceil(cfg.dpo_epochs * (len(Corpus(prefs)) // 2) / pairs_per_step))
     dpo_cfg = dpo.DPOConfig(init=str(out / "sft" / "model"), out=str(out / "dpo"),
-                            data=DataConfig(corpus=str(prefs), batch_size=8, seed=cfg.seed), steps=steps,
+                            data=DataConfig(corpus=str(prefs), batch_size=pairs_per_step, seed=cfg.seed), steps=steps,
                             optim=OptimConfig(lr=cfg.dpo_lr, min_lr=cfg.dpo_lr / 10, warmup_steps=10),
                             beta=cfg.dpo_beta, nll_weight=0.2, save_every=100, log_every=20,
                             threads=cfg.threads)  # fmt: skip
@@ -230,16 +230,15 @@ def _preference_pairs(cfg: DemoConfig, model_dir: Path, out: Path) -> dict:
         codes_all = pipe.text_to_image_codes(batch, num_images=cfg.dpo_samples, seed=cfg.seed + i)
         images = pipe.decode_images(codes_all)
         for j, prompt in enumerate(batch):
-            scene = scenes[i + j]
-            group = list(range(j * cfg.dpo_samples, (j + 1) * cfg.dpo_samples))
-            scores = [_score(checker.score_image(images[k], scene)) for k in group]
+            group = range(j * cfg.dpo_samples, (j + 1) * cfg.dpo_samples)
+            scores = [_score(checker.score_image(images[k], scenes[i + j])) for k in group]
             scores_all += scores
+            prompt_len = len(templates.t2i_prompt(prompt, h, w, pipe.tok, positive_suffix=""))
+            sequences = [templates.caption_then_image(prompt, codes_all[k], pipe.tok) for k in group]
             for better, worse in ranked_pairs(scores):
                 for k, kind in ((better, "chosen"), (worse, "rejected")):
-                    ids = templates.caption_then_image(prompt, codes_all[group[k]], pipe.tok)
-                    prompt_len = len(templates.t2i_prompt(prompt, h, w, pipe.tok, positive_suffix=""))
-                    labels = [-100] * prompt_len + ids[prompt_len:]
-                    pairs.append(Example(ids, labels, kind))
+                    ids = sequences[k]
+                    pairs.append(Example(ids, [-100] * prompt_len + ids[prompt_len:], kind))
     if not pairs:
         raise SystemExit("no preference pairs: every sample scored the same; train longer before DPO")
     write_shard(out, "pairs", pairs)

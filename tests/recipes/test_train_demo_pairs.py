@@ -11,4 +11,3 @@ def test_every_two_samples_far_enough_apart_make_a_pair_better_first():
 def test_close_or_tied_scores_make_no_pair():
     assert ranked_pairs([0.5, 0.5, 0.6]) == []
     assert ranked_pairs([0.5, 0.5, 0.6], min_gap=0.05) == [(2, 0), (2, 1)]
-
