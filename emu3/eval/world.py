@@ -40,9 +40,18 @@ def text_to_image(pipe: Pipeline, n: int = 32, seed: int = 0, guidance: float | 
     images = _batched(lambda ps, i: pipe.text_to_image(ps, guidance=guidance, seed=seed + i), prompts)
     scores = [checker.score_image(img, s) for img, s in zip(images, scenes, strict=True)]
     out = {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
+    out["by_objects"] = _by_objects(scenes, scores)
     out["items"] = [s["overall"] for s in scores]
     out["examples"] = list(zip(prompts[:8], images[:8], strict=True))
     return out
+
+
+def _by_objects(scenes: list[shapes.Scene], scores: list[dict]) -> dict[str, float]:
+    """Overall score by the number of objects the prompt asks for ("1", "2", "3")."""
+    groups: dict[str, list[float]] = defaultdict(list)
+    for scene, score in zip(scenes, scores, strict=True):
+        groups[str(len(scene.objects))].append(score["overall"])
+    return {k: float(np.mean(v)) for k, v in sorted(groups.items())}
 
 
 def vq_round_trip(pipe: Pipeline, n: int = 200, seed: int = 0) -> dict:

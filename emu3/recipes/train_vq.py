@@ -13,6 +13,9 @@ outputs every `restart_every` steps. Images are trained as clips of repeated fra
 they are encoded; `video_fraction` of each batch are real clips of `clip_frames` frames (from the
 motion world) so the temporal layers learn motion. With 4 frames a clip is one latent frame, and the
 decoder never learns to decode a latent in the context of the ones before it; 8 or more teach that.
+
+`init=FOLDER` fine-tunes a saved tokenizer instead of training a fresh one. `locality_weight` > 0 adds
+the locality regulariser of emu3/vision/locality.py (codes that depend on nearby pixels only).
 """
 
 from __future__ import annotations
@@ -28,13 +31,14 @@ import torch
 import torch.nn.functional as F
 
 from emu3.configuration import to_dict
-from emu3.convert.vq import save_vision_tokenizer
+from emu3.convert.vq import load_vision_tokenizer, save_vision_tokenizer
 from emu3.recipes.common import autocast
 from emu3.train.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
 from emu3.train.metrics import MetricLogger, progress_bar
 from emu3.train.optim import OptimConfig, build_optimizer, lr_at, set_lr
 from emu3.vision.config import VQConfig
 from emu3.vision.image_io import read_image, to_pixels
+from emu3.vision.locality import cutmix, locality_loss, unchanged_codes
 from emu3.vision.losses import PatchDiscriminator, discriminator_hinge_loss, generator_adversarial_loss
 from emu3.vision.vq import VQModel, build_vq
 
@@ -42,6 +46,7 @@ from emu3.vision.vq import VQModel, build_vq
 @dataclass(frozen=True)
 class VQTrainConfig:
     out: str = "runs/vq"
+    init: str = ""  # fine-tune this tokenizer folder (its shape replaces `vq`) instead of a fresh one
     vq: VQConfig = field(default_factory=lambda: VQConfig(codebook_size=512, ch=32, ch_mult=(1, 2, 2, 4),
                                                           num_res_blocks=1, attn_levels=()))  # fmt: skip
     data: str = "world"  # "world" (shapes, digits, motion frames) or a folder of images
@@ -60,6 +65,11 @@ class VQTrainConfig:
     bf16: bool = False  # bf16 autocast for the convolutions (faster on CPUs with AVX512-BF16)
     gan_weight: float = 0.0  # weight of the adversarial loss; 0 = no discriminator
     gan_start: int = 0  # step from which the adversarial loss counts (the critic trains from the start)
+    # Locality regulariser (emu3/vision/locality.py): weight 0 = off. The first `locality_images` images
+    # of each batch get a CutMix copy; latents at codes `locality_margin` px away from the change must match.
+    locality_weight: float = 0.0
+    locality_margin: int = 8
+    locality_images: int = 8
     resume: bool = True
     threads: int = 0
     seed: int = 0
@@ -123,12 +133,25 @@ def eval_psnr(vq: VQModel, images: list[np.ndarray]) -> float:
     return value
 
 
+def _locality(
+    vq: VQModel, pixels: torch.Tensor, latents: torch.Tensor, margin: int, gen: torch.Generator, bf16: bool
+) -> torch.Tensor:
+    """The locality loss of the first len(pixels) images, whose latents the reconstruction computed."""
+    mixed = cutmix(pixels, gen)
+    with autocast(bf16, "cpu"):
+        z_mixed = vq._image_latents(mixed)[:, 0]
+    keep = unchanged_codes(pixels, mixed, vq.cfg.spatial_factor, margin)
+    return locality_loss(latents[: len(pixels), 0], z_mixed, keep)
+
+
 def main(cfg: VQTrainConfig) -> Path:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
-    factor = cfg.vq.temporal_downsample_factor
+    loaded = load_vision_tokenizer(cfg.init) if cfg.init else None  # fine-tuning: its shape, not cfg.vq
+    vq_cfg = loaded.cfg if loaded is not None else cfg.vq
+    factor = vq_cfg.temporal_downsample_factor
     if cfg.clip_frames <= 0 or cfg.clip_frames % factor:
         raise ValueError(f"clip_frames must be a positive multiple of {factor}, got {cfg.clip_frames}")
     if cfg.data == "world":
@@ -138,8 +161,8 @@ def main(cfg: VQTrainConfig) -> Path:
         images, clips = _folder_images(Path(cfg.data), cfg.image_size), []
     rng.shuffle(images)
     held_out, images = images[: cfg.eval_images], images[cfg.eval_images :]
-    vq = build_vq(cfg.vq, seed=cfg.seed).train()
-    critic = PatchDiscriminator(cfg.vq.in_channels).train() if cfg.gan_weight > 0 else None
+    vq = (loaded if loaded is not None else build_vq(cfg.vq, seed=cfg.seed)).train()
+    critic = PatchDiscriminator(vq_cfg.in_channels).train() if cfg.gan_weight > 0 else None
     # What is optimised and checkpointed: the VQ alone, or the VQ and its critic side by side.
     trainee = vq if critic is None else torch.nn.ModuleDict({"vq": vq, "critic": critic})
     optimizer = build_optimizer(trainee, cfg.optim)
@@ -150,9 +173,9 @@ def main(cfg: VQTrainConfig) -> Path:
         state = load_checkpoint(ckpt, trainee, optimizer, generators={"data": gen})
         print(f"resumed from {ckpt} at step {state.step}")
     log = MetricLogger(out / "metrics.jsonl", every=cfg.log_every)
-    start_psnr = eval_psnr(vq, held_out)
+    start_psnr, start_label = eval_psnr(vq, held_out), "initial" if cfg.init else "untrained"
     print(f"{sum(p.numel() for p in vq.parameters()) / 1e6:.2f}M parameters, {len(images)} images, "
-          f"{len(clips)} clips; untrained PSNR {start_psnr:.2f} dB")  # fmt: skip
+          f"{len(clips)} clips; {start_label} PSNR {start_psnr:.2f} dB")  # fmt: skip
     counts = torch.zeros(vq.cfg.codebook_size, dtype=torch.long)
 
     bar = progress_bar(cfg.steps, state.step, enabled=True)
@@ -173,6 +196,10 @@ def main(cfg: VQTrainConfig) -> Path:
         vq_loss = sum((r.codebook_loss + cfg.commitment * r.commitment_loss) * x.shape[0] for r, x in parts)
         loss = l1 + l2 + vq_loss / cfg.batch_size
         rec = parts[0][0]
+        local = torch.zeros(())
+        if cfg.locality_weight > 0:
+            local = _locality(vq, pixels[: cfg.locality_images], rec.latents, cfg.locality_margin, gen, cfg.bf16)
+            loss = loss + cfg.locality_weight * local
         adversarial = critic_loss = torch.zeros(())
         if critic is not None:
             fake = rec.pixels[:, 0].float()  # (B, 3, H, W) image reconstructions
@@ -202,13 +229,14 @@ def main(cfg: VQTrainConfig) -> Path:
             usage = float("nan")
         gan = {"adversarial": adversarial.item(), "critic": critic_loss.item()} if critic is not None else {}
         log.log(state.step, loss=loss.item(), l1=l1.item(), psnr_batch=psnr(rec.pixels.detach()[:, 0], pixels), lr=lr,
-                code_usage=usage, restarted=float(restarted), seconds=time.perf_counter() - started, **gan)  # fmt: skip
+                code_usage=usage, restarted=float(restarted), locality=local.item(),
+                seconds=time.perf_counter() - started, **gan)  # fmt: skip
         if state.step % cfg.save_every == 0 or state.step == cfg.steps:
             save_checkpoint(out, trainee.state_dict(), optimizer, state, config=to_dict(cfg), generators={"data": gen})
 
     final_psnr = eval_psnr(vq, held_out)
     folder = save_vision_tokenizer(vq.eval(), out / "model")
-    (out / "psnr.txt").write_text(f"untrained {start_psnr:.2f} dB\ntrained {final_psnr:.2f} dB\n")
+    (out / "psnr.txt").write_text(f"{start_label} {start_psnr:.2f} dB\ntrained {final_psnr:.2f} dB\n")
     log.plot(out / "curves.png", keys=("loss", "l1"))
     print(f"held-out PSNR {start_psnr:.2f} -> {final_psnr:.2f} dB; saved {folder}")
     return folder

@@ -172,6 +172,7 @@ class Reconstruction:
     codes: Tensor  # (B, t, h, w)
     codebook_loss: Tensor
     commitment_loss: Tensor
+    latents: Tensor | None = None  # (B, t, h, w, D) before quantisation (for regularisers)
 
 
 class VQModel(nn.Module):
@@ -248,9 +249,10 @@ class VQModel(nn.Module):
 
     def reconstruct_image(self, pixels: Tensor) -> Reconstruction:
         """Training forward for images, computed as encode_image / decode_image do (one frame's work)."""
-        q = self.quantize.quantize(self._image_latents(pixels))
+        z = self._image_latents(pixels)
+        q = self.quantize.quantize(z)
         return Reconstruction(self._decode(q.z_q, first_frame_only=True), q.codes, q.codebook_loss,
-                              q.commitment_loss)  # fmt: skip
+                              q.commitment_loss, z)  # fmt: skip
 
     def _check_pixels(self, frames: Tensor) -> None:
         h, w = frames.shape[-2:]

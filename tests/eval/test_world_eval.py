@@ -86,3 +86,12 @@ def test_demo_command_writes_a_report(pipe, tmp_path):
 def test_an_untrained_vq_round_trip_scores_nothing(pipe):
     result = world.vq_round_trip(pipe, n=8)
     assert result["overall"] == 0.0 and result["colour"] == 0.0  # noise out of a random VQ is never a scene
+
+
+def test_text_to_image_scores_are_also_split_by_object_count():
+    from emu3.worlds.shapes import Scene, Shape
+
+    one = Scene((Shape("circle", "red", "small", (0, 0)),))
+    two = Scene((Shape("circle", "red", "small", (0, 0)), Shape("square", "blue", "large", (2, 2))))
+    scores = [{"overall": 1.0}, {"overall": 0.0}, {"overall": 1.0}]
+    assert world._by_objects([one, two, two], scores) == {"1": 1.0, "2": 0.5}

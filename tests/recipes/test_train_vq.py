@@ -67,3 +67,28 @@ def test_train_vq_takes_longer_clips_and_rejects_ragged_ones(tmp_path):
     assert not (tmp_path / "bad").exists()  # refused before anything was written
     folder = main(load(VQTrainConfig, "configs/train_vq/tiny.yaml", [f"out={tmp_path / 'ok'}", *args, "clip_frames=8"]))
     assert load_vision_tokenizer(folder).cfg.codebook_size == 256
+
+
+def test_train_vq_with_the_locality_loss_logs_it_and_resumes_exactly(tmp_path):
+    import json
+
+    args = ["steps=4", "image_size=32", "batch_size=4", "log_every=1000", "restart_every=0", "eval_images=4",
+            "save_every=2", "video_fraction=0.25", "locality_weight=1.0", "locality_images=2"]  # fmt: skip
+    main(load(VQTrainConfig, "configs/train_vq/tiny.yaml", [f"out={tmp_path / 'a'}", "resume=false", *args]))
+    main(load(VQTrainConfig, "configs/train_vq/tiny.yaml", [f"out={tmp_path / 'b'}", *args, "steps=2"]))
+    main(load(VQTrainConfig, "configs/train_vq/tiny.yaml", [f"out={tmp_path / 'b'}", *args]))
+    rows = [[json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+            for run in ("a", "b")]  # fmt: skip
+    assert [r["loss"] for r in rows[0][2:]] == [r["loss"] for r in rows[1][2:]]
+    assert all(r["locality"] > 0 for r in rows[0])
+
+
+def test_train_vq_fine_tunes_a_saved_tokenizer(tmp_path):
+    base = ["image_size=32", "batch_size=4", "log_every=1000", "restart_every=0", "eval_images=4", "save_every=100"]
+    first = main(load(VQTrainConfig, "configs/train_vq/tiny.yaml", [f"out={tmp_path / 'a'}", "steps=30", *base]))
+    trained = float((tmp_path / "a" / "psnr.txt").read_text().splitlines()[1].split()[1])
+    # init= starts from the trained weights: the fine-tune's initial PSNR is the first run's result
+    args = [f"out={tmp_path / 'b'}", f"init={first}", "steps=2", *base]
+    main(load(VQTrainConfig, "configs/train_vq/tiny.yaml", args))
+    label, start = (tmp_path / "b" / "psnr.txt").read_text().splitlines()[0].split()[:2]
+    assert label == "initial" and abs(float(start) - trained) < 0.01
