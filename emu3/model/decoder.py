@@ -18,7 +18,7 @@ from torch.utils.checkpoint import checkpoint
 
 from emu3.model.config import DecoderConfig
 from emu3.model.kv_cache import KVCache
-from emu3.model.layers import Block, RMSNorm, rope_cos_sin, rope_inv_freq, sdpa, segment_mask
+from emu3.model.layers import Block, RMSNorm, rope_cos_sin, rope_inv_freq, sdpa, segment_mask, self_attention
 
 
 class Emu3Decoder(nn.Module):
@@ -85,7 +85,7 @@ class Emu3Decoder(nn.Module):
 
 
 def _plain_attend(mask: Tensor | None, q: Tensor, k: Tensor, v: Tensor, dropout_p: float) -> Tensor:
-    return sdpa(q, k, v, mask, dropout_p)
+    return self_attention(q, k, v, mask, dropout_p)
 
 
 def _cached_attend(
