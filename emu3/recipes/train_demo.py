@@ -54,7 +54,7 @@ class DemoConfig:
     model: ModelConfig = field(default_factory=lambda: DEMO_MODEL)
     seq_len: int = 416  # a 16-frame 72 px video with its caption is about 385 tokens
     batch_size: int = 16
-    pretrain_steps: int = 1100
+    pretrain_steps: int = 1500
     pretrain_lr: float = 1e-3
     sft_steps: int = 300
     dpo_prompts: int = 960
