@@ -26,7 +26,7 @@ from emu3.worlds import shapes
 def measure(folder: str, scenes: int, size: int, seed: int = 0) -> dict:
     vq = load_vision_tokenizer(folder).eval()
     rng = random.Random(seed)
-    cell, same, background = size // 3 // 8, [], []
+    cell, same, background = size // 3 // vq.cfg.spatial_factor, [], []  # codes per layout cell
     for _ in range(scenes):
         a, b = shapes.sample_scene(rng, n_objects=2, split="any").objects
         pair = [shapes.render(shapes.Scene((a,)), size), shapes.render(shapes.Scene((a, b)), size)]
@@ -34,8 +34,8 @@ def measure(folder: str, scenes: int, size: int, seed: int = 0) -> dict:
         r, c = a.cell[0] * cell, a.cell[1] * cell
         block = codes[:, r : r + cell, c : c + cell]
         same.append(float((block[0] == block[1]).mean()))
-        empty = next((r, c) for r in range(3) for c in range(3) if (r, c) not in (a.cell, b.cell))
-        background.append(int(codes[1, empty[0] * cell + cell // 2, empty[1] * cell + cell // 2]))
+        er, ec = next((i, j) for i in range(3) for j in range(3) if (i, j) not in (a.cell, b.cell))
+        background.append(int(codes[1, er * cell + cell // 2, ec * cell + cell // 2]))
     return {"folder": folder, "scenes": scenes, "object_codes_unchanged": round(float(np.mean(same)), 4),
             "background_codes_at_one_cell_centre": len(set(background))}  # fmt: skip
 

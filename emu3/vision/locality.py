@@ -4,8 +4,9 @@ whole image.
 Why it matters: the Emu3 encoder normalises with GroupNorm, whose statistics are taken over the whole
 image, and its receptive field covers a small image entirely. Trained on reconstruction alone, the
 codes of an unchanged region then change when something elsewhere in the image changes (measured on
-the demo world's 72 px tokenizer: the same object in the same cell kept only ~70% of its 9 codes when
-a second object was added elsewhere, and a plain background took several different codes). A
+the demo world's 72 px tokenizer with benchmarks/vq_locality.py: the same object in the same cell
+kept only half of its 9 codes when a second object was added elsewhere, and a plain background took
+several different codes). A
 decoder that generates those codes must model that non-local noise; a multi-object scene becomes a
 much harder sequence than the sum of its objects.
 
