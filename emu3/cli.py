@@ -169,8 +169,9 @@ def _add_pretokenize(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--vq", default=None, help="vision tokenizer folder, if not inside --model")
     p.add_argument("--understanding", type=float, default=0.3, help="fraction also emitted image -> caption")
     p.add_argument("--null-caption", type=float, default=0.1, help="fraction of captions dropped (for CFG)")
-    p.add_argument("--qa-per-example", type=int, default=1,
-                   help="questions about one image asked as the turns of one conversation")
+    p.add_argument(
+        "--qa-per-example", type=int, default=1, help="questions about one image asked as the turns of one conversation"
+    )
     p.add_argument("--rank", type=int, default=0, help="this worker's index (for parallel runs)")
     p.add_argument("--world-size", type=int, default=1, help="number of parallel workers")
     p.set_defaults(func=_pretokenize)

@@ -170,8 +170,9 @@ def pretokenize(args: argparse.Namespace) -> int:
         raise SystemExit(f"manifest not found: {manifest}")
     tok = load_text_tokenizer(args.model)
     vq = load_vision_tokenizer(args.vq or args.model)
-    cfg = PretokenizeConfig(understanding=args.understanding, null_caption=args.null_caption,
-                            qa_per_example=args.qa_per_example)
+    cfg = PretokenizeConfig(
+        understanding=args.understanding, null_caption=args.null_caption, qa_per_example=args.qa_per_example
+    )
     stats = run(read_manifest(manifest), args.output, vq, tok, cfg, rank=args.rank, world_size=args.world_size)
     print(f"{stats['records']} records -> {stats['examples']} examples; {stats['skipped']} skipped; "
           f"{stats['resumed_shards']} shards already done")  # fmt: skip

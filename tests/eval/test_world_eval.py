@@ -16,8 +16,16 @@ def pipe():
     return tiny_pipeline(seed=0).with_config(max_answer_tokens=6, video_frames=1)
 
 
-TASKS = ["text_to_image", "text_to_image_no_cfg", "compositional", "vqa", "captioning", "video", "video_extension",
-         "vq_round_trip"]
+TASKS = [
+    "text_to_image",
+    "text_to_image_no_cfg",
+    "compositional",
+    "vqa",
+    "captioning",
+    "video",
+    "video_extension",
+    "vq_round_trip",
+]
 
 
 @pytest.mark.parametrize("task", TASKS)

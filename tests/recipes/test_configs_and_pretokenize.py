@@ -17,8 +17,13 @@ from emu3.robot.train import RobotTrainConfig
 from emu3.worlds import shapes
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIGS = {"pretrain": TrainConfig, "sft": TrainConfig, "dpo": DPOConfig, "train_vq": VQTrainConfig,
-           "robot": RobotTrainConfig}
+CONFIGS = {
+    "pretrain": TrainConfig,
+    "sft": TrainConfig,
+    "dpo": DPOConfig,
+    "train_vq": VQTrainConfig,
+    "robot": RobotTrainConfig,
+}
 REQUIRED = {"pretrain": ["data.corpus=x", "tokenizer=y"], "sft": ["data.corpus=x", "init=y"],
             "dpo": ["data.corpus=x", "init=y"], "train_vq": [], "robot": []}  # fmt: skip
 
