@@ -48,6 +48,7 @@ class DemoConfig:
     qa_per_image: int = 5  # asked as one conversation (the image's tokens are paid for once per image)
     videos: int = 600  # motion clips of 16 frames
     use_digits: bool = True  # scikit-learn digits (needs emu3[world])
+    digit_repeats: int = 2  # copies of each real training digit in the corpus
     vq_config: str = str(CONFIGS / "train_vq" / "demo.yaml")
     vq_steps: int = 1000
     text_vocab: int = 400
@@ -167,9 +168,9 @@ def _world_records(cfg: DemoConfig) -> list[dict]:
     records = list(data.shapes_captions(cfg.captions, seed=cfg.seed, image_size=cfg.image_size))
     records += list(data.shapes_qa(cfg.qa_images, seed=cfg.seed, image_size=cfg.image_size,
                                    per_image=cfg.qa_per_image))  # fmt: skip
-    if cfg.use_digits:  # twice, and always in both directions: recognition has only 1,437 real images to learn from
+    if cfg.use_digits:  # repeated, and always in both directions: only 1,437 real images to learn from
         digits = [{**r, "understanding": 1.0} for r in data.digit_captions("train", image_size=cfg.image_size)]
-        records += digits + digits
+        records += digits * cfg.digit_repeats
     records += list(data.motion_videos(cfg.videos, seed=cfg.seed, frames=16, image_size=cfg.image_size))
     random.Random(cfg.seed).shuffle(records)
     return records
