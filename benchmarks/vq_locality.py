@@ -6,6 +6,11 @@ empty background takes at one position over those scenes. Prints and writes one 
     python benchmarks/vq_locality.py VQ_OR_MODEL_FOLDER [VQ_OR_MODEL_FOLDER ...] [--scenes 200]
 
 Used to show what `locality_weight` in configs/train_vq/demo.yaml buys (emu3/vision/locality.py).
+
+With --stitched, also the decoder's side: scenes of 1, 2 and 3 objects decoded from the codes of the
+whole image and from codes stitched together from one-object encodings (each object's layout cell
+from the encoding of its own one-object image, every other cell from the empty image), both scored
+by the world's checker. A tokenizer whose codes were local would score the same on both.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import torch
 
 from emu3.convert.vq import load_vision_tokenizer
 from emu3.vision.image_io import to_pixels
-from emu3.worlds import shapes
+from emu3.worlds import checker, shapes
 
 
 def measure(folder: str, scenes: int, size: int, seed: int = 0) -> dict:
@@ -40,15 +45,49 @@ def measure(folder: str, scenes: int, size: int, seed: int = 0) -> dict:
             "background_codes_at_one_cell_centre": len(set(background))}  # fmt: skip
 
 
+def stitched(folder: str, scenes: int, size: int, seed: int = 5) -> dict:
+    vq = load_vision_tokenizer(folder).eval()
+    cell = size // 3 // vq.cfg.spatial_factor
+
+    def encode(images: list[np.ndarray]) -> torch.Tensor:
+        return vq.encode_image(torch.stack([to_pixels(i, vq.cfg.spatial_factor) for i in images]))
+
+    def score(codes: torch.Tensor, truth: list[shapes.Scene]) -> float:
+        pixels = ((vq.decode_image(codes).float().clamp(-1, 1) + 1) * 127.5).round().byte()
+        images = pixels.permute(0, 2, 3, 1).numpy()
+        scores = [checker.score_image(i, s)["overall"] for i, s in zip(images, truth, strict=True)]
+        return round(float(np.mean(scores)), 4)
+
+    empty = encode([shapes.render(shapes.Scene(()), size)])[0]
+    rng = random.Random(seed)
+    out: dict = {"folder": folder, "scenes_per_count": scenes, "whole": {}, "stitched": {}}
+    for n in (1, 2, 3):
+        truth = [shapes.sample_scene(rng, n_objects=n, split="any") for _ in range(scenes)]
+        whole = encode([shapes.render(s, size) for s in truth])
+        parts = []
+        for scene in truth:
+            codes = empty.clone()
+            alone = encode([shapes.render(shapes.Scene((o,)), size) for o in scene.objects])
+            for obj, own in zip(scene.objects, alone, strict=True):
+                r, c = obj.cell[0] * cell, obj.cell[1] * cell
+                codes[r : r + cell, c : c + cell] = own[r : r + cell, c : c + cell]
+            parts.append(codes)
+        out["whole"][n], out["stitched"][n] = score(whole, truth), score(torch.stack(parts), truth)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folders", nargs="+")
     ap.add_argument("--scenes", type=int, default=200)
     ap.add_argument("--size", type=int, default=72)
+    ap.add_argument("--stitched", action="store_true", help="also decode stitched one-object codes (60 scenes each)")
     ap.add_argument("-o", "--out", default="benchmarks/results/vq_locality.json")
     args = ap.parse_args()
     torch.set_grad_enabled(False)
     rows = [measure(f, args.scenes, args.size) for f in args.folders]
+    if args.stitched:
+        rows += [stitched(f, 60, args.size) for f in args.folders]
     for row in rows:
         print(json.dumps(row))
     Path(args.out).write_text(json.dumps(rows, indent=1) + "\n")
