@@ -24,18 +24,23 @@ import numpy as np
 import torch
 
 from emu3.convert.vq import load_vision_tokenizer
-from emu3.vision.image_io import to_pixels
+from emu3.vision.image_io import to_pixels, to_uint8
+from emu3.vision.vq import VQModel
 from emu3.worlds import checker, shapes
 
 
-def measure(folder: str, scenes: int, size: int, seed: int = 0) -> dict:
-    vq = load_vision_tokenizer(folder).eval()
+def _encode(vq: VQModel, images: list[np.ndarray]) -> torch.Tensor:
+    """(H, W, 3) uint8 images -> (B, h, w) codes."""
+    return vq.encode_image(torch.stack([to_pixels(i, vq.cfg.spatial_factor) for i in images]))
+
+
+def measure(vq: VQModel, folder: str, scenes: int, size: int, seed: int = 0) -> dict:
     rng = random.Random(seed)
     cell, same, background = size // 3 // vq.cfg.spatial_factor, [], []  # codes per layout cell
     for _ in range(scenes):
         a, b = shapes.sample_scene(rng, n_objects=2, split="any").objects
         pair = [shapes.render(shapes.Scene((a,)), size), shapes.render(shapes.Scene((a, b)), size)]
-        codes = vq.encode_image(torch.stack([to_pixels(i, vq.cfg.spatial_factor) for i in pair])).numpy()
+        codes = _encode(vq, pair).numpy()
         r, c = a.cell[0] * cell, a.cell[1] * cell
         block = codes[:, r : r + cell, c : c + cell]
         same.append(float((block[0] == block[1]).mean()))
@@ -45,29 +50,24 @@ def measure(folder: str, scenes: int, size: int, seed: int = 0) -> dict:
             "background_codes_at_one_cell_centre": len(set(background))}  # fmt: skip
 
 
-def stitched(folder: str, scenes: int, size: int, seed: int = 5) -> dict:
-    vq = load_vision_tokenizer(folder).eval()
+def stitched(vq: VQModel, folder: str, scenes: int, size: int, seed: int = 5) -> dict:
     cell = size // 3 // vq.cfg.spatial_factor
 
-    def encode(images: list[np.ndarray]) -> torch.Tensor:
-        return vq.encode_image(torch.stack([to_pixels(i, vq.cfg.spatial_factor) for i in images]))
-
     def score(codes: torch.Tensor, truth: list[shapes.Scene]) -> float:
-        pixels = ((vq.decode_image(codes).float().clamp(-1, 1) + 1) * 127.5).round().byte()
-        images = pixels.permute(0, 2, 3, 1).numpy()
+        images = [to_uint8(p) for p in vq.decode_image(codes)]
         scores = [checker.score_image(i, s)["overall"] for i, s in zip(images, truth, strict=True)]
         return round(float(np.mean(scores)), 4)
 
-    empty = encode([shapes.render(shapes.Scene(()), size)])[0]
+    empty = _encode(vq, [shapes.render(shapes.Scene(()), size)])[0]
     rng = random.Random(seed)
     out: dict = {"folder": folder, "scenes_per_count": scenes, "whole": {}, "stitched": {}}
     for n in (1, 2, 3):
         truth = [shapes.sample_scene(rng, n_objects=n, split="any") for _ in range(scenes)]
-        whole = encode([shapes.render(s, size) for s in truth])
+        whole = _encode(vq, [shapes.render(s, size) for s in truth])
         parts = []
         for scene in truth:
             codes = empty.clone()
-            alone = encode([shapes.render(shapes.Scene((o,)), size) for o in scene.objects])
+            alone = _encode(vq, [shapes.render(shapes.Scene((o,)), size) for o in scene.objects])
             for obj, own in zip(scene.objects, alone, strict=True):
                 r, c = obj.cell[0] * cell, obj.cell[1] * cell
                 codes[r : r + cell, c : c + cell] = own[r : r + cell, c : c + cell]
@@ -85,9 +85,10 @@ def main() -> None:
     ap.add_argument("-o", "--out", default="benchmarks/results/vq_locality.json")
     args = ap.parse_args()
     torch.set_grad_enabled(False)
-    rows = [measure(f, args.scenes, args.size) for f in args.folders]
+    tokenizers = {f: load_vision_tokenizer(f).eval() for f in args.folders}
+    rows = [measure(vq, f, args.scenes, args.size) for f, vq in tokenizers.items()]
     if args.stitched:
-        rows += [stitched(f, 60, args.size) for f in args.folders]
+        rows += [stitched(vq, f, 60, args.size) for f, vq in tokenizers.items()]
     for row in rows:
         print(json.dumps(row))
     Path(args.out).write_text(json.dumps(rows, indent=1) + "\n")
