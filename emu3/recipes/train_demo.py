@@ -126,9 +126,7 @@ def main(cfg: DemoConfig) -> Path:
 
     # 5. supervised fine-tuning (answers, captions, images; lower learning rate)
     t0 = time.perf_counter()
-    sft_cfg = replace(base, out=str(out / "sft"), init=str(out / "pretrain" / "model"), steps=cfg.sft_steps,
-                      optim=OptimConfig(lr=cfg.pretrain_lr / 3, min_lr=cfg.pretrain_lr / 30, warmup_steps=20),
-                      data=replace(base.data, kinds=("qa", "t2i", "i2t")), save_every=100)  # fmt: skip
+    sft_cfg = sft_config(base, cfg)
     if _stage("sft", out / "sft" / "model" / "config.json", log):
         _write_pipeline_defaults(out / "pretrain" / "model", cfg)
         sft.main(sft_cfg)
@@ -154,7 +152,7 @@ def main(cfg: DemoConfig) -> Path:
     if cfg.chat_steps > 0:
         t0 = time.perf_counter()
         if _stage("chat", out / "chat" / "model" / "config.json", log):
-            sft.main(chat_config(base, cfg))
+            sft.main(chat_config(sft_cfg, cfg))
         log["seconds"]["chat"] = round(time.perf_counter() - t0, 1)
 
     # 7. export
@@ -177,13 +175,20 @@ def main(cfg: DemoConfig) -> Path:
 # ---------------------------------------------------------------- stages
 
 
-def chat_config(base: TrainConfig, cfg: DemoConfig) -> TrainConfig:
-    """The understanding-only fine-tune: from the pretrained model, on questions and captions of images
-    (image -> text examples only), with the SFT stage's learning rate."""
-    out = Path(base.out).parent
-    return replace(base, out=str(out / "chat"), init=str(out / "pretrain" / "model"), steps=cfg.chat_steps,
+def sft_config(pretrain_cfg: TrainConfig, cfg: DemoConfig) -> TrainConfig:
+    """Supervised fine-tuning of the pretrained model on answers, captions and images, at a third of
+    the pretraining learning rate."""
+    out = Path(pretrain_cfg.out).parent
+    return replace(pretrain_cfg, out=str(out / "sft"), init=str(out / "pretrain" / "model"), steps=cfg.sft_steps,
                    optim=OptimConfig(lr=cfg.pretrain_lr / 3, min_lr=cfg.pretrain_lr / 30, warmup_steps=20),
-                   data=replace(base.data, kinds=("qa", "i2t")), save_every=100)  # fmt: skip
+                   data=replace(pretrain_cfg.data, kinds=("qa", "t2i", "i2t")), save_every=100)  # fmt: skip
+
+
+def chat_config(sft_cfg: TrainConfig, cfg: DemoConfig) -> TrainConfig:
+    """The understanding-only fine-tune: the SFT stage (same start, same learning rate) on image -> text
+    examples only (questions and captions), for `chat_steps`."""
+    return replace(sft_cfg, out=str(Path(sft_cfg.out).parent / "chat"), steps=cfg.chat_steps,
+                   data=replace(sft_cfg.data, kinds=("qa", "i2t")))  # fmt: skip
 
 
 def _world_records(cfg: DemoConfig) -> list[dict]:

@@ -23,7 +23,7 @@ def test_each_real_digit_appears_digit_repeats_times_always_for_understanding_to
 
 def test_the_chat_fine_tune_starts_from_the_pretrained_model_on_image_to_text_examples_only():
     from emu3.recipes.common import DataConfig, TrainConfig
-    from emu3.recipes.train_demo import chat_config
+    from emu3.recipes.train_demo import chat_config, sft_config
 
     base = TrainConfig(
         out="runs/d/pretrain",
@@ -32,7 +32,7 @@ def test_the_chat_fine_tune_starts_from_the_pretrained_model_on_image_to_text_ex
         data=DataConfig(corpus="runs/d/tokens", seq_len=64),
     )
     cfg = DemoConfig(chat_steps=40, pretrain_lr=3e-3)
-    chat = chat_config(base, cfg)
+    chat = chat_config(sft_config(base, cfg), cfg)
     assert (chat.init, chat.out, chat.steps) == ("runs/d/pretrain/model", "runs/d/chat", 40)
     assert chat.data.kinds == ("qa", "i2t") and chat.data.corpus == "runs/d/tokens" and chat.data.seq_len == 64
     assert chat.optim.lr == 1e-3 and base.init is None  # the SFT stage's rate; the base config is untouched
