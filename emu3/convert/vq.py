@@ -106,6 +106,7 @@ def _from_hf_config(raw: dict[str, Any], folder) -> VQConfig:
         num_res_blocks=raw["num_res_blocks"],
         attn_levels=tuple(raw.get("attn_resolutions") or ()),
         temporal_downsample_factor=raw["temporal_downsample_factor"],
+        tile_size=int(raw.get("tile_size", 0)),
     )
 
 
@@ -137,7 +138,7 @@ def vq_config_to_hf(cfg: VQConfig) -> dict[str, Any]:
         "base_channels": cfg.ch, "channel_multiplier": list(cfg.ch_mult), "num_res_blocks": cfg.num_res_blocks,
         "attn_resolutions": list(cfg.attn_levels), "hidden_size": cfg.attn_width, "num_attention_heads": 1,
         "attention_dropout": 0.0,
-    }  # fmt: skip
+    } | ({"tile_size": cfg.tile_size} if cfg.tile_size else {})  # fmt: skip  (ours; absent = whole images)
 
 
 # ---------------------------------------------------------------- load

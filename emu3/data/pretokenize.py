@@ -91,7 +91,6 @@ def examples(
     in batches of `cfg.batch_size` (each image's codes do not depend on its batch)."""
     records = list(records)
     image_codes = _encode_images(records, vq, cfg.batch_size)
-    factor = vq.cfg.spatial_factor
     for index, record in enumerate(records, start):
         try:
             if "error" in record:
@@ -103,7 +102,7 @@ def examples(
                 yield from _image_examples(index, record, codes, tok, cfg)
             elif record.get("video") is not None:
                 frames = np.asarray(_load(record, "video"))
-                pixels = torch.stack([to_pixels(f, factor) for f in frames])[None].to(vq.dtype)
+                pixels = torch.stack([to_pixels(f, vq.cfg.pixel_multiple) for f in frames])[None].to(vq.dtype)
                 codes = vq.encode_video(pixels)[0]
                 yield from _video_examples(index, record, codes, tok, cfg)
             elif isinstance(record.get("text"), str) and record["text"].strip():
@@ -126,7 +125,7 @@ def _encode_images(records: list[dict], vq: VQModel, batch_size: int) -> list:
         if record.get("image") is None or "error" in record:
             continue
         try:
-            pixels = to_pixels(_load(record, "image"), vq.cfg.spatial_factor)
+            pixels = to_pixels(_load(record, "image"), vq.cfg.pixel_multiple)
             groups.setdefault(tuple(pixels.shape), []).append((i, pixels))
         except (ValueError, OSError) as err:
             out[i] = err

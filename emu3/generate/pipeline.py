@@ -140,13 +140,14 @@ class Pipeline:
 
     def latent_size(self, image_size: tuple[int, int] | None = None) -> tuple[int, int]:
         """Latent (h, w) for a pixel size, or for the configured / trained image area."""
-        factor = self.vq.cfg.spatial_factor
+        factor, multiple = self.vq.cfg.spatial_factor, self.vq.cfg.pixel_multiple
         size = image_size or self.cfg.image_size
         if size is None:
-            return templates.generation_size("1:1", self.decoder.cfg.image_area, factor)
+            h, w = templates.generation_size("1:1", self.decoder.cfg.image_area, factor)
+            size = (h * factor, w * factor)
         h, w = size
-        if h % factor or w % factor or h <= 0 or w <= 0:
-            raise ValueError(f"image size {h}x{w} must be a positive multiple of {factor} in both sides")
+        if h % multiple or w % multiple or h <= 0 or w <= 0:
+            raise ValueError(f"image size {h}x{w} must be a positive multiple of {multiple} in both sides")
         return h // factor, w // factor
 
     @torch.inference_mode()
@@ -198,7 +199,7 @@ class Pipeline:
 
         out = []
         for image in images:
-            pixels = to_pixels(image, self.vq.cfg.spatial_factor).to(self._vq_device(), self._vq_dtype())
+            pixels = to_pixels(image, self.vq.cfg.pixel_multiple).to(self._vq_device(), self._vq_dtype())
             out.append(self.vq.encode_image(pixels[None])[0].cpu())
         return out
 
@@ -253,7 +254,7 @@ class Pipeline:
         """(T, H, W, 3) uint8 -> (t, h, w) codes."""
         from emu3.vision.image_io import to_pixels
 
-        pixels = torch.stack([to_pixels(f, self.vq.cfg.spatial_factor) for f in frames])
+        pixels = torch.stack([to_pixels(f, self.vq.cfg.pixel_multiple) for f in frames])
         return self.vq.encode_video(pixels[None].to(self._vq_device(), self._vq_dtype()))[0].cpu()
 
     def decode_video(self, codes: Tensor) -> np.ndarray:

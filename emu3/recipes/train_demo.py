@@ -50,7 +50,13 @@ class DemoConfig:
     use_digits: bool = True  # scikit-learn digits (needs emu3[world])
     digit_repeats: int = 2  # copies of each real training digit in the corpus
     vq_config: str = str(CONFIGS / "train_vq" / "demo.yaml")
-    vq_steps: int = 1000
+    vq_steps: int = 1000  # whole-image training
+    # Then, if the VQ config tiles (tile_size > 0), fine-tuning rounds on tiles, each with a fresh warm-up
+    # and decay at `vq_tile_lr`. Trained on tiles from the start, the tokenizer learns several times more
+    # slowly (measured: 19.9 dB held-out after 1000 steps, against 29.4 dB whole-image): GroupNorm over
+    # a 3x3-code tile removes each channel's mean, which the whole-image stage has already learnt around.
+    vq_tile_rounds: tuple[int, ...] = (300, 500)
+    vq_tile_lr: float = 1e-3
     text_vocab: int = 400
     model: ModelConfig = field(default_factory=lambda: DEMO_MODEL)
     seq_len: int = 416  # a 16-frame 72 px video with its caption is about 385 tokens
@@ -98,9 +104,9 @@ def main(cfg: DemoConfig) -> Path:
     t0 = time.perf_counter()
     vq_dir = out / "vq"
     if _stage("vq", vq_dir / "model" / "config.json", log):
-        overrides = [f"out={vq_dir}", f"steps={cfg.vq_steps}", f"image_size={cfg.image_size}", f"seed={cfg.seed}"]
-        vq_cfg = load(train_vq.VQTrainConfig, cfg.vq_config, overrides)
-        train_vq.main(vq_cfg)
+        for stage_cfg in vq_configs(cfg):
+            if not (Path(stage_cfg.out) / "model" / "config.json").exists():
+                train_vq.main(stage_cfg)
     log["vq_psnr"] = (vq_dir / "psnr.txt").read_text().strip().splitlines() if (vq_dir / "psnr.txt").exists() else []
     log["seconds"]["vq"] = round(time.perf_counter() - t0, 1)
 
@@ -173,6 +179,23 @@ def main(cfg: DemoConfig) -> Path:
 
 
 # ---------------------------------------------------------------- stages
+
+
+def vq_configs(cfg: DemoConfig) -> list:
+    """The vision tokenizer's training runs in order, the last one writing <out>/vq: whole images for
+    `vq_steps`, then (for a tiling VQ config) each of `vq_tile_rounds` as a fine-tune on tiles."""
+    from emu3.recipes import train_vq
+
+    out = Path(cfg.out)
+    overrides = [f"steps={cfg.vq_steps}", f"image_size={cfg.image_size}", f"seed={cfg.seed}"]
+    base = load(train_vq.VQTrainConfig, cfg.vq_config, overrides)
+    rounds = cfg.vq_tile_rounds if base.vq.tile_size else ()
+    runs = [replace(base, out=str(out / ("vq-whole" if rounds else "vq")), vq=replace(base.vq, tile_size=0))]
+    for i, steps in enumerate(rounds):
+        dest = out / ("vq" if i == len(rounds) - 1 else f"vq-tiles{i + 1}")
+        optim = replace(base.optim, lr=cfg.vq_tile_lr, warmup_steps=30)
+        runs.append(replace(base, out=str(dest), init=str(Path(runs[-1].out) / "model"), steps=steps, optim=optim))
+    return runs
 
 
 def sft_config(pretrain_cfg: TrainConfig, cfg: DemoConfig) -> TrainConfig:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -127,7 +127,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 def eval_psnr(vq: VQModel, images: list[np.ndarray]) -> float:
     was = vq.training
     vq.eval()
-    pixels = torch.stack([to_pixels(i, vq.cfg.spatial_factor) for i in images])
+    pixels = torch.stack([to_pixels(i, vq.cfg.pixel_multiple) for i in images])
     value = psnr(vq.decode_image(vq.encode_image(pixels)), pixels)
     vq.train(was)
     return value
@@ -150,6 +150,8 @@ def main(cfg: VQTrainConfig) -> Path:
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     loaded = load_vision_tokenizer(cfg.init) if cfg.init else None  # fine-tuning: its shape, not cfg.vq
+    if loaded is not None:  # ... but cfg.vq's tiling, which is how the weights are applied, not their shape
+        loaded.cfg = replace(loaded.cfg, tile_size=cfg.vq.tile_size)
     vq_cfg = loaded.cfg if loaded is not None else cfg.vq
     factor = vq_cfg.temporal_downsample_factor
     if cfg.clip_frames <= 0 or cfg.clip_frames % factor:
@@ -184,12 +186,12 @@ def main(cfg: VQTrainConfig) -> Path:
         set_lr(optimizer, lr := lr_at(state.step, cfg.steps, cfg.optim))
         n_video = int(round(cfg.batch_size * cfg.video_fraction)) if clips else 0
         pick = torch.randint(len(images), (cfg.batch_size - n_video,), generator=gen).tolist()
-        pixels = torch.stack([to_pixels(images[i], vq.cfg.spatial_factor) for i in pick])  # (B, 3, H, W)
+        pixels = torch.stack([to_pixels(images[i], vq.cfg.pixel_multiple) for i in pick])  # (B, 3, H, W)
         with autocast(cfg.bf16, "cpu"):
             parts = [(vq.reconstruct_image(pixels), pixels[:, None])]
             if n_video:
                 chosen = torch.randint(len(clips), (n_video,), generator=gen).tolist()
-                frames = torch.stack([_to_clip(clips[i], vq.cfg.spatial_factor) for i in chosen])
+                frames = torch.stack([_to_clip(clips[i], vq.cfg.pixel_multiple) for i in chosen])
                 parts.append((vq.reconstruct(frames), frames))
         l1 = sum((r.pixels.float() - x).abs().mean() * x.shape[0] for r, x in parts) / cfg.batch_size
         l2 = sum(F.mse_loss(r.pixels.float(), x) * x.shape[0] for r, x in parts) / cfg.batch_size

@@ -166,7 +166,7 @@ def _image(pipe: Pipeline, limits: Limits, url: str, param: str) -> fmt.Image:
         image = media.read_image(media.decode_data_uri(url, media.IMAGE_TYPES))
     except media.MediaError as err:
         raise invalid(param, str(err), "invalid_image") from None
-    factor = pipe.vq.cfg.spatial_factor
+    factor = pipe.vq.cfg.pixel_multiple
     image = media.fit_area(image, _max_area(pipe, limits))
     if min(image.shape[:2]) < factor:
         raise invalid(param, f"the image must be at least {factor}x{factor} pixels", "invalid_image")
@@ -227,7 +227,7 @@ def _given_codes(pipe: Pipeline, limits: Limits, video: str):
 
 
 def _latent_size(pipe: Pipeline, limits: Limits, size: str) -> tuple[int, int]:
-    factor = pipe.vq.cfg.spatial_factor
+    factor = pipe.vq.cfg.pixel_multiple
     if size == "auto":
         return pipe.latent_size()
     width, height = (int(x) for x in size.split("x"))

@@ -22,6 +22,10 @@ class VQConfig:
     attn_levels: tuple[int, ...] = (3,)  # level indices with attention (official `attn_resolutions`)
     temporal_downsample_factor: int = 4
     dropout: float = 0.0
+    # Ours, not in the released configs: > 0 encodes and decodes each tile_size x tile_size pixel tile
+    # on its own, so that a code depends only on its tile's pixels (see emu3/vision/tiles.py). 0: the
+    # whole image at once, as the official tokenizer does. A multiple of the spatial factor.
+    tile_size: int = 0
 
     def __post_init__(self) -> None:
         widths = [self.ch * m for m in self.ch_mult]
@@ -37,10 +41,20 @@ class VQConfig:
             raise ValueError(f"attn_levels {self.attn_levels} must index ch_mult levels 0..{len(self.ch_mult) - 1}")
         if self.codebook_size <= 0 or self.embed_dim <= 0 or self.z_channels <= 0 or self.num_res_blocks <= 0:
             raise ValueError(f"sizes must be positive: {self}")
+        if self.tile_size < 0 or self.tile_size % self.spatial_factor:
+            raise ValueError(
+                f"tile_size must be 0 or a positive multiple of the spatial factor {self.spatial_factor}, "
+                f"got {self.tile_size}"
+            )
 
     @property
     def spatial_factor(self) -> int:
         return 2 ** (len(self.ch_mult) - 1)
+
+    @property
+    def pixel_multiple(self) -> int:
+        """What image sides must be multiples of: the tile size, or one latent cell."""
+        return self.tile_size or self.spatial_factor
 
     @property
     def attn_width(self) -> int:

@@ -33,6 +33,7 @@ from emu3.vision.blocks import (
     group_norm,
     swish,
 )
+from emu3.vision import tiles
 from emu3.vision.config import VQConfig
 from emu3.vision.quantizer import VectorQuantizer
 
@@ -194,14 +195,16 @@ class VQModel(nn.Module):
     def _latents(self, frames: Tensor) -> Tensor:
         """(B, T, 3, H, W) -> (B, t, h, w, D) pre-quantisation vectors."""
         self._check_pixels(frames)
-        z = self.quant_conv(self.encoder(frames.to(self.dtype)))  # (B, D, t, h, w)
-        return z.permute(0, 2, 3, 4, 1)
+        frames, grid = self._split(frames.to(self.dtype), self.cfg.tile_size)
+        z = self.quant_conv(self.encoder(frames))  # (B, D, t, h, w)
+        return self._merge(z, grid).permute(0, 2, 3, 4, 1)
 
     def _image_latents(self, pixels: Tensor) -> Tensor:
         """(B, 3, H, W) -> (B, 1, h, w, D): the image as a clip of identical frames (spec 2.5)."""
         self._check_pixels(pixels)
-        z = self.encoder.forward_still(pixels.to(self.dtype), self.cfg.temporal_downsample_factor)
-        return self.quant_conv(z).permute(0, 2, 3, 4, 1)
+        pixels, grid = self._split(pixels.to(self.dtype), self.cfg.tile_size)
+        z = self.encoder.forward_still(pixels, self.cfg.temporal_downsample_factor)
+        return self._merge(self.quant_conv(z), grid).permute(0, 2, 3, 4, 1)
 
     @torch.no_grad()
     def encode_video(self, frames: Tensor) -> Tensor:
@@ -238,7 +241,17 @@ class VQModel(nn.Module):
     def _decode(self, zq: Tensor, first_frame_only: bool = False) -> Tensor:
         """(B, t, h, w, D) code vectors -> (B, T, 3, H, W) (T = 1 with `first_frame_only`)."""
         zq = zq.permute(0, 4, 1, 2, 3).to(self.dtype)  # (B, D, t, h, w)
-        return self.decoder(self.post_quant_conv(zq), zq, first_frame_only)
+        zq, grid = self._split(zq, self.cfg.tile_size // self.cfg.spatial_factor)
+        return self._merge(self.decoder(self.post_quant_conv(zq), zq, first_frame_only), grid)
+
+    @staticmethod
+    def _split(x: Tensor, tile: int) -> tuple[Tensor, tuple[int, int] | None]:
+        """Tiles of the last two axes as extra batch items (`cfg.tile_size`); unchanged when tile is 0."""
+        return (x, None) if tile == 0 else tiles.split(x, tile, tile)
+
+    @staticmethod
+    def _merge(x: Tensor, grid: tuple[int, int] | None) -> Tensor:
+        return x if grid is None else tiles.merge(x, grid)
 
     # ------------------------------------------------------------ training
 
@@ -261,6 +274,9 @@ class VQModel(nn.Module):
             raise ValueError(f"images must be at least {f}x{f} pixels (one latent cell), got {h}x{w}")
         if h % f or w % f:
             raise ValueError(f"image sides must be multiples of {f}, got {h}x{w}; resize first (image_io.smart_resize)")
+        t = self.cfg.tile_size
+        if t and (h % t or w % t):
+            raise ValueError(f"this tokenizer works in {t}x{t} pixel tiles; image sides must be multiples of {t}, got {h}x{w}")
 
 
 def cast_vq(model: VQModel, dtype: torch.dtype) -> VQModel:

@@ -36,3 +36,24 @@ def test_the_chat_fine_tune_starts_from_the_pretrained_model_on_image_to_text_ex
     assert (chat.init, chat.out, chat.steps) == ("runs/d/pretrain/model", "runs/d/chat", 40)
     assert chat.data.kinds == ("qa", "i2t") and chat.data.corpus == "runs/d/tokens" and chat.data.seq_len == 64
     assert chat.optim.lr == 1e-3 and base.init is None  # the SFT stage's rate; the base config is untouched
+
+
+def test_a_tiling_tokenizer_is_trained_whole_first_then_fine_tuned_on_tiles_round_by_round(tmp_path):
+    from emu3.recipes.train_demo import vq_configs
+
+    cfg = DemoConfig(out=str(tmp_path), vq_steps=70, vq_tile_rounds=(30, 50), vq_tile_lr=5e-4, image_size=72)
+    whole, first, last = vq_configs(cfg)
+    assert (whole.out, whole.init, whole.steps, whole.vq.tile_size) == (str(tmp_path / "vq-whole"), "", 70, 0)
+    assert (first.init, first.steps, first.vq.tile_size) == (str(tmp_path / "vq-whole" / "model"), 30, 24)
+    assert (last.out, last.init, last.steps) == (str(tmp_path / "vq"), str(tmp_path / "vq-tiles1" / "model"), 50)
+    assert first.optim.lr == last.optim.lr == 5e-4 and whole.optim.lr == 2e-3
+    assert {c.seed for c in (whole, first, last)} == {0} and {c.image_size for c in (whole, first, last)} == {72}
+
+
+def test_a_whole_image_tokenizer_is_one_run(tmp_path):
+    from emu3.recipes.train_demo import vq_configs
+
+    yaml = tmp_path / "whole.yaml"
+    yaml.write_text("vq:\n  codebook_size: 64\n  ch: 32\n  ch_mult: [1, 2]\n  num_res_blocks: 1\n  attn_levels: []\n")
+    (only,) = vq_configs(DemoConfig(out=str(tmp_path), vq_config=str(yaml), vq_steps=9))
+    assert (only.out, only.steps, only.vq.tile_size) == (str(tmp_path / "vq"), 9, 0)
