@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from emu3.vision import tiles
 from emu3.vision.blocks import (
     AttnBlock,
     CausalConv3d,
@@ -33,7 +34,6 @@ from emu3.vision.blocks import (
     group_norm,
     swish,
 )
-from emu3.vision import tiles
 from emu3.vision.config import VQConfig
 from emu3.vision.quantizer import VectorQuantizer
 
@@ -276,7 +276,9 @@ class VQModel(nn.Module):
             raise ValueError(f"image sides must be multiples of {f}, got {h}x{w}; resize first (image_io.smart_resize)")
         t = self.cfg.tile_size
         if t and (h % t or w % t):
-            raise ValueError(f"this tokenizer works in {t}x{t} pixel tiles; image sides must be multiples of {t}, got {h}x{w}")
+            raise ValueError(
+                f"this tokenizer works in {t}x{t} pixel tiles; image sides must be multiples of {t}, got {h}x{w}"
+            )
 
 
 def cast_vq(model: VQModel, dtype: torch.dtype) -> VQModel:
