@@ -50,18 +50,18 @@ class DemoConfig:
     use_digits: bool = True  # scikit-learn digits (needs emu3[world])
     digit_repeats: int = 2  # copies of each real training digit in the corpus
     vq_config: str = str(CONFIGS / "train_vq" / "demo.yaml")
-    vq_steps: int = 1000  # whole-image training
+    vq_steps: int = 800  # whole-image training
     # Then, if the VQ config tiles (tile_size > 0), fine-tuning rounds on tiles, each with a fresh warm-up
     # and decay at `vq_tile_lr`. Trained on tiles from the start, the tokenizer learns several times more
     # slowly (measured: 19.9 dB held-out after 1000 steps, against 29.4 dB whole-image): GroupNorm over
     # a 3x3-code tile removes each channel's mean, which the whole-image stage has already learnt around.
-    vq_tile_rounds: tuple[int, ...] = (300, 500)
+    vq_tile_rounds: tuple[int, ...] = (800,)
     vq_tile_lr: float = 1e-3
     text_vocab: int = 400
     model: ModelConfig = field(default_factory=lambda: DEMO_MODEL)
     seq_len: int = 416  # a 16-frame 72 px video with its caption is about 385 tokens
     batch_size: int = 16
-    pretrain_steps: int = 1500
+    pretrain_steps: int = 1350
     pretrain_lr: float = 1e-3
     sft_steps: int = 300
     # > 0: also an understanding-only fine-tune of the pretrained model on questions and captions (the
