@@ -34,26 +34,16 @@ def _crops(x, t):
     return [[x[..., r : r + t, c : c + t] for c in range(0, x.shape[-1], t)] for r in range(0, x.shape[-2], t)]
 
 
-def test_tiled_codes_and_pixels_are_those_of_each_tile_alone(pair):
+@pytest.mark.parametrize("kind, shape", [("image", (2, 3, 16, 24)), ("video", (1, 8, 3, 16, 16))])
+def test_tiled_codes_and_pixels_are_those_of_each_tile_alone(pair, kind, shape):
     whole, tiled = pair
-    x = torch.rand(2, 3, 16, 24) * 2 - 1
-    codes = tiled.encode_image(x)
-    expected = torch.cat([torch.cat([whole.encode_image(c) for c in row], -1) for row in _crops(x, 8)], -2)
+    encode, decode = (lambda m, x: getattr(m, f"encode_{kind}")(x)), (lambda m, c: getattr(m, f"decode_{kind}")(c))
+    x = torch.rand(*shape) * 2 - 1
+    codes = encode(tiled, x)
+    expected = torch.cat([torch.cat([encode(whole, c) for c in row], -1) for row in _crops(x, 8)], -2)
     assert torch.equal(codes, expected)
-    pixels = tiled.decode_image(codes)
-    by_tile = torch.cat([torch.cat([whole.decode_image(c) for c in row], -1) for row in _crops(codes, 2)], -2)
-    torch.testing.assert_close(pixels, by_tile)
-
-
-def test_tiled_video_codes_are_those_of_each_tile_alone(pair):
-    whole, tiled = pair
-    x = torch.rand(1, 8, 3, 16, 16) * 2 - 1
-    codes = tiled.encode_video(x)
-    expected = torch.cat([torch.cat([whole.encode_video(c) for c in row], -1) for row in _crops(x, 8)], -2)
-    assert torch.equal(codes, expected)
-    frames = tiled.decode_video(codes)
-    by_tile = torch.cat([torch.cat([whole.decode_video(c) for c in row], -1) for row in _crops(codes, 2)], -2)
-    torch.testing.assert_close(frames, by_tile)
+    by_tile = torch.cat([torch.cat([decode(whole, c) for c in row], -1) for row in _crops(codes, 2)], -2)
+    torch.testing.assert_close(decode(tiled, codes), by_tile)
 
 
 def test_training_forward_is_tiled_too(pair):
