@@ -1,7 +1,8 @@
 """`emu3 train-demo`: the shipped demo model, reproduced from nothing on a CPU.
 
 Stages (each skipped when its output already exists, so an interrupted run resumes):
-    1. vq         train a vision tokenizer on world images and motion clips (train_vq recipe)
+    1. vq         train a vision tokenizer on world images and motion clips (train_vq recipe), whole
+                  images first, then fine-tuned on tiles if its config tiles (local codes)
     2. tokenizer  train a small BPE on the world's captions, questions and answers
     3. tokens     pretokenize the world: captions (both directions), digits, Q&A, videos
     4. pretrain   next-token pretraining, text 1.0 / vision 0.5 (pretrain recipe)
@@ -66,8 +67,9 @@ class DemoConfig:
     sft_steps: int = 300
     # > 0: also an understanding-only fine-tune of the pretrained model on questions and captions (the
     # paper's Emu3-Chat beside Emu3-Gen), exported to <out>/chat-model. Off by default: 600 steps take
-    # about 10 minutes, beyond train-demo's hour. Measured (README): VQA 0.804 against the SFT model's
-    # 0.704, captioning and digit recognition kept, text-to-image lost (0.307 against 0.403).
+    # about 10 minutes, beyond train-demo's hour. Measured on the previous, whole-image-tokenizer model
+    # (README): VQA 0.804 against its SFT model's 0.704, captioning and digit recognition kept,
+    # text-to-image lost (0.307 against 0.403).
     chat_steps: int = 0
     dpo_prompts: int = 960
     dpo_samples: int = 4  # images per prompt; every two whose checker scores differ enough make a pair

@@ -14,7 +14,8 @@ they are encoded; `video_fraction` of each batch are real clips of `clip_frames`
 motion world) so the temporal layers learn motion. With 4 frames a clip is one latent frame, and the
 decoder never learns to decode a latent in the context of the ones before it; 8 or more teach that.
 
-`init=FOLDER` fine-tunes a saved tokenizer instead of training a fresh one. `locality_weight` > 0 adds
+`init=FOLDER` fine-tunes a saved tokenizer instead of training a fresh one: its shape, with the config's
+`vq.tile_size` (so a whole-image tokenizer can be fine-tuned on tiles). `locality_weight` > 0 adds
 the locality regulariser of emu3/vision/locality.py (codes that depend on nearby pixels only).
 """
 
