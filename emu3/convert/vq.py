@@ -130,15 +130,16 @@ def _from_baai_config(raw: dict[str, Any], folder) -> VQConfig:
 
 
 def vq_config_to_hf(cfg: VQConfig) -> dict[str, Any]:
-    """transformers `Emu3VQVAEConfig` fields."""
-    return {
+    """transformers `Emu3VQVAEConfig` fields, plus our `tile_size` for a tiling tokenizer (absent: whole images)."""
+    fields = {
         "model_type": "emu3_vqgan", "codebook_size": cfg.codebook_size, "embed_dim": cfg.embed_dim,
         "latent_channels": cfg.z_channels, "double_latent": False, "in_channels": cfg.in_channels,
         "out_channels": cfg.out_channels, "temporal_downsample_factor": cfg.temporal_downsample_factor,
         "base_channels": cfg.ch, "channel_multiplier": list(cfg.ch_mult), "num_res_blocks": cfg.num_res_blocks,
         "attn_resolutions": list(cfg.attn_levels), "hidden_size": cfg.attn_width, "num_attention_heads": 1,
         "attention_dropout": 0.0,
-    } | ({"tile_size": cfg.tile_size} if cfg.tile_size else {})  # fmt: skip  (ours; absent = whole images)
+    }  # fmt: skip
+    return fields | ({"tile_size": cfg.tile_size} if cfg.tile_size else {})
 
 
 # ---------------------------------------------------------------- load
