@@ -31,7 +31,7 @@ from emu3.worlds import checker, shapes
 
 def _encode(vq: VQModel, images: list[np.ndarray]) -> torch.Tensor:
     """(H, W, 3) uint8 images -> (B, h, w) codes."""
-    return vq.encode_image(torch.stack([to_pixels(i, vq.cfg.spatial_factor) for i in images]))
+    return vq.encode_image(torch.stack([to_pixels(i, vq.cfg.pixel_multiple) for i in images]))
 
 
 def measure(vq: VQModel, folder: str, scenes: int, size: int, seed: int = 0) -> dict:

@@ -272,12 +272,11 @@ class VQModel(nn.Module):
         f = self.cfg.spatial_factor
         if h < f or w < f:
             raise ValueError(f"images must be at least {f}x{f} pixels (one latent cell), got {h}x{w}")
-        if h % f or w % f:
-            raise ValueError(f"image sides must be multiples of {f}, got {h}x{w}; resize first (image_io.smart_resize)")
-        t = self.cfg.tile_size
-        if t and (h % t or w % t):
+        m = self.cfg.pixel_multiple  # one latent cell, or the tile of a tiling tokenizer
+        if h % m or w % m:
+            tiled = f" (this tokenizer works in {m}x{m} pixel tiles)" if self.cfg.tile_size else ""
             raise ValueError(
-                f"this tokenizer works in {t}x{t} pixel tiles; image sides must be multiples of {t}, got {h}x{w}"
+                f"image sides must be multiples of {m}{tiled}, got {h}x{w}; resize first (image_io.smart_resize)"
             )
 
 
