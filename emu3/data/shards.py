@@ -68,7 +68,10 @@ def read_meta(folder: str | Path) -> dict:
 
 
 class Corpus:
-    """All shards of a corpus folder as one indexable sequence of examples (memory-mapped)."""
+    """All shards of a corpus folder as one indexable sequence of examples (memory-mapped).
+
+    `kinds` keeps only examples of those kinds; a kind named n times is indexed n times, so that it is
+    drawn n times as often (e.g. ("qa", "qa", "t2i") doubles the questions' share)."""
 
     def __init__(self, folder: str | Path, kinds: tuple[str, ...] | None = None) -> None:
         self.folder = Path(folder)
@@ -82,7 +85,7 @@ class Corpus:
             names = json.loads((self.folder / f"{name}.kinds.json").read_text())
             s = len(self._shards)
             self._shards.append((tok, mask, offsets, names))
-            index += [(s, i) for i, k in enumerate(names) if kinds is None or k in kinds]
+            index += [(s, i) for i, k in enumerate(names) for _ in range(1 if kinds is None else kinds.count(k))]
         self._index = index
 
     def __len__(self) -> int:

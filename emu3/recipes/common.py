@@ -39,7 +39,7 @@ class ModelConfig:
 @dataclass(frozen=True)
 class DataConfig:
     corpus: str = ""  # a folder written by `emu3 pretokenize`
-    kinds: tuple[str, ...] = ()  # example kinds to train on; empty = all
+    kinds: tuple[str, ...] = ()  # example kinds to train on (empty = all); one named n times is drawn n times as often
     seq_len: int = 256
     batch_size: int = 8  # rows per optimiser step (global, over all processes)
     seed: int = 0

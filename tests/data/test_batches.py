@@ -19,6 +19,8 @@ def test_shards_round_trip_with_masks_and_kinds(tmp_path):
     assert len(corpus) == 3 and corpus.kinds() == {"t2i": 1, "qa": 1, "text": 1}
     assert corpus[1] == Example([1, 2, 3], [-100, 2, 3], "qa")
     assert len(Corpus(tmp_path, ("qa",))) == 1
+    weighted = Corpus(tmp_path, ("qa", "t2i", "qa"))  # a kind named twice is drawn twice as often
+    assert weighted.kinds() == {"t2i": 1, "qa": 2} and [ex.kind for ex in weighted] == ["t2i", "qa", "qa"]
     with pytest.raises(FileNotFoundError, match="pretokenize"):
         Corpus(tmp_path / "nothing")
 

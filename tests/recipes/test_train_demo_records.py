@@ -38,16 +38,27 @@ def test_the_chat_fine_tune_starts_from_the_pretrained_model_on_image_to_text_ex
     assert chat.optim.lr == 1e-3 and base.init is None  # the SFT stage's rate; the base config is untouched
 
 
-def test_a_tiling_tokenizer_is_trained_whole_first_then_fine_tuned_on_tiles_round_by_round(tmp_path):
+def test_a_tiling_tokenizer_is_trained_whole_first_then_on_tiles_round_by_round_then_on_more_clips(tmp_path):
     from emu3.recipes.train_demo import vq_configs
 
-    cfg = DemoConfig(out=str(tmp_path), vq_steps=70, vq_tile_rounds=(30, 50), vq_tile_lr=5e-4, image_size=72)
-    whole, first, last = vq_configs(cfg)
+    cfg = DemoConfig(out=str(tmp_path), vq_steps=70, vq_tile_rounds=(30, 50), vq_tile_lr=5e-4, image_size=72,
+                     vq_clip_steps=20, vq_clip_fraction=0.5)  # fmt: skip
+    whole, first, second, clips = vq_configs(cfg)
     assert (whole.out, whole.init, whole.steps, whole.vq.tile_size) == (str(tmp_path / "vq-whole"), "", 70, 0)
     assert (first.init, first.steps, first.vq.tile_size) == (str(tmp_path / "vq-whole" / "model"), 30, 24)
-    assert (last.out, last.init, last.steps) == (str(tmp_path / "vq"), str(tmp_path / "vq-tiles1" / "model"), 50)
-    assert first.optim.lr == last.optim.lr == 5e-4 and whole.optim.lr == 2e-3
-    assert {c.seed for c in (whole, first, last)} == {0} and {c.image_size for c in (whole, first, last)} == {72}
+    assert (second.init, second.steps) == (str(tmp_path / "vq-tiles1" / "model"), 50)
+    assert (clips.out, clips.init, clips.steps) == (str(tmp_path / "vq"), str(tmp_path / "vq-tiles2" / "model"), 20)
+    assert first.optim.lr == second.optim.lr == 5e-4 and whole.optim.lr == 2e-3 and clips.optim.lr == 2.5e-4
+    assert clips.video_fraction == 0.5 and whole.video_fraction == first.video_fraction == 0.0625
+    assert clips.vq.tile_size == 24
+    assert {c.seed for c in (whole, first, clips)} == {0} and {c.image_size for c in (whole, first, clips)} == {72}
+
+
+def test_without_a_clip_round_the_last_tile_round_writes_the_tokenizer(tmp_path):
+    from emu3.recipes.train_demo import vq_configs
+
+    whole, tiles = vq_configs(DemoConfig(out=str(tmp_path), vq_tile_rounds=(30,), vq_clip_steps=0))
+    assert (tiles.out, tiles.init, tiles.steps) == (str(tmp_path / "vq"), str(tmp_path / "vq-whole" / "model"), 30)
 
 
 def test_a_whole_image_tokenizer_is_one_run(tmp_path):
