@@ -51,7 +51,7 @@ class DemoConfig:
     use_digits: bool = True  # scikit-learn digits (needs emu3[world])
     digit_repeats: int = 3  # copies of each real training digit in the corpus
     vq_config: str = str(CONFIGS / "train_vq" / "demo.yaml")
-    vq_steps: int = 650  # whole-image training
+    vq_steps: int = 800  # whole-image training
     # Then, if the VQ config tiles (tile_size > 0), fine-tuning rounds on tiles, each with a fresh warm-up
     # and decay at `vq_tile_lr`. Trained on tiles from the start, the tokenizer learns several times more
     # slowly (measured: 19.9 dB held-out after 1000 steps, against 29.4 dB whole-image): GroupNorm over
