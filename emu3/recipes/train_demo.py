@@ -2,7 +2,8 @@
 
 Stages (each skipped when its output already exists, so an interrupted run resumes):
     1. vq         train a vision tokenizer on world images and motion clips (train_vq recipe), whole
-                  images first, then fine-tuned on tiles if its config tiles (local codes)
+                  images first, then fine-tuned on tiles if its config tiles (local codes), optionally
+                  last with more clips per batch
     2. tokenizer  train a small BPE on the world's captions, questions and answers
     3. tokens     pretokenize the world: captions (both directions), digits, Q&A, videos
     4. pretrain   next-token pretraining, text 1.0 / vision 0.5 (pretrain recipe)
@@ -49,27 +50,28 @@ class DemoConfig:
     qa_per_image: int = 5  # asked as one conversation (the image's tokens are paid for once per image)
     videos: int = 600  # motion clips of 16 frames
     use_digits: bool = True  # scikit-learn digits (needs emu3[world])
-    digit_repeats: int = 3  # copies of each real training digit in the corpus
+    digit_repeats: int = 2  # copies of each real training digit in the corpus
     vq_config: str = str(CONFIGS / "train_vq" / "demo.yaml")
     vq_steps: int = 800  # whole-image training
     # Then, if the VQ config tiles (tile_size > 0), fine-tuning rounds on tiles, each with a fresh warm-up
     # and decay at `vq_tile_lr`. Trained on tiles from the start, the tokenizer learns several times more
     # slowly (measured: 19.9 dB held-out after 1000 steps, against 29.4 dB whole-image): GroupNorm over
     # a 3x3-code tile removes each channel's mean, which the whole-image stage has already learnt around.
-    vq_tile_rounds: tuple[int, ...] = (600,)
+    vq_tile_rounds: tuple[int, ...] = (800,)
     vq_tile_lr: float = 1e-3
-    # Then a last tiled round with more motion clips per batch, at half `vq_tile_lr`. The rounds above see
-    # one 4-frame clip per batch of 16 (the VQ config's video_fraction), and that did not carry over from
-    # whole images to tiled clips: a 16-frame round trip found the object in 24% of frames, 27 px off.
-    # Measured: 200 steps with a quarter of each batch clips after 800 tiled steps: 56% found, 5.5 px,
-    # and scenes with unseen colour-shape pairs round-trip better too (README).
-    vq_clip_steps: int = 200
+    # > 0: a last tiled round with `vq_clip_fraction` of each batch motion clips, at half `vq_tile_lr`.
+    # The rounds above see one 4-frame clip per batch of 16 (the VQ config's video_fraction), and that
+    # does not carry over from whole images to tiled clips: a 16-frame round trip of the shipped
+    # tokenizer finds the object in 24% of frames, 27 px off. Off by default: a run with it (600 tiled
+    # steps, then 200 with a quarter clips; 66% found, 5.9 px) left video extension as bad as before and
+    # scored lower elsewhere (README, "Tried on the tiled model").
+    vq_clip_steps: int = 0
     vq_clip_fraction: float = 0.25
     text_vocab: int = 400
     model: ModelConfig = field(default_factory=lambda: DEMO_MODEL)
     seq_len: int = 416  # a 16-frame 72 px video with its caption is about 385 tokens
     batch_size: int = 16
-    pretrain_steps: int = 1300
+    pretrain_steps: int = 1350
     pretrain_lr: float = 1e-3
     sft_steps: int = 300
     # > 0: also an understanding-only fine-tune of the pretrained model on questions and captions (the
@@ -78,7 +80,7 @@ class DemoConfig:
     # (README): VQA 0.804 against its SFT model's 0.704, captioning and digit recognition kept,
     # text-to-image lost (0.307 against 0.403).
     chat_steps: int = 0
-    dpo_prompts: int = 800
+    dpo_prompts: int = 960
     dpo_samples: int = 4  # images per prompt; every two whose checker scores differ enough make a pair
     dpo_temperature: float = 1.0  # DPO's samples: the default guidance and top-k, but temperature 1 (not the
     # defaults' 0.6) for more varied samples per prompt, hence more pairs
@@ -192,8 +194,8 @@ def main(cfg: DemoConfig) -> Path:
 
 def vq_configs(cfg: DemoConfig) -> list:
     """The vision tokenizer's training runs in order, the last one writing <out>/vq: whole images for
-    `vq_steps`, then (for a tiling VQ config) each of `vq_tile_rounds` as a fine-tune on tiles, and a
-    last tiled round of `vq_clip_steps` with `vq_clip_fraction` of each batch motion clips."""
+    `vq_steps`, then (for a tiling VQ config) each of `vq_tile_rounds` as a fine-tune on tiles, and, if
+    `vq_clip_steps` > 0, a last tiled round with `vq_clip_fraction` of each batch motion clips."""
     from emu3.recipes import train_vq
 
     out = Path(cfg.out)
@@ -206,10 +208,9 @@ def vq_configs(cfg: DemoConfig) -> list:
         if cfg.vq_clip_steps:
             clips = replace(base.optim, lr=cfg.vq_tile_lr / 2, warmup_steps=20)
             runs.append(replace(base, steps=cfg.vq_clip_steps, video_fraction=cfg.vq_clip_fraction, optim=clips))
-    names = ["vq-whole"] + [f"vq-tiles{i}" for i in range(1, len(runs) - 1)]
-    for i, name in enumerate(names[: len(runs) - 1] + ["vq"]):
-        init = str(Path(runs[i - 1].out) / "model") if i else base.init
-        runs[i] = replace(runs[i], out=str(out / name), init=init)
+    for i, run in enumerate(runs):  # each run starts from the one before; the last writes <out>/vq
+        name = "vq" if i == len(runs) - 1 else "vq-whole" if i == 0 else f"vq-tiles{i}"
+        runs[i] = replace(run, out=str(out / name), init=str(Path(runs[i - 1].out) / "model") if i else base.init)
     return runs
 
 
