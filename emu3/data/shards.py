@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,7 @@ class Corpus:
 
     def __init__(self, folder: str | Path, kinds: tuple[str, ...] | None = None) -> None:
         self.folder = Path(folder)
+        repeats = None if kinds is None else Counter(kinds)  # kind -> times each of its examples is indexed
         meta = read_meta(folder)
         self._shards = []
         index = []
@@ -85,7 +87,7 @@ class Corpus:
             names = json.loads((self.folder / f"{name}.kinds.json").read_text())
             s = len(self._shards)
             self._shards.append((tok, mask, offsets, names))
-            index += [(s, i) for i, k in enumerate(names) for _ in range(1 if kinds is None else kinds.count(k))]
+            index += [(s, i) for i, k in enumerate(names) for _ in range(1 if repeats is None else repeats[k])]
         self._index = index
 
     def __len__(self) -> int:

@@ -37,13 +37,13 @@ def _crops(x, t):
 @pytest.mark.parametrize("kind, shape", [("image", (2, 3, 16, 24)), ("video", (1, 8, 3, 16, 16))])
 def test_tiled_codes_and_pixels_are_those_of_each_tile_alone(pair, kind, shape):
     whole, tiled = pair
-    encode, decode = (lambda m, x: getattr(m, f"encode_{kind}")(x)), (lambda m, c: getattr(m, f"decode_{kind}")(c))
+    encode, decode = f"encode_{kind}", f"decode_{kind}"
     x = torch.rand(*shape) * 2 - 1
-    codes = encode(tiled, x)
-    expected = torch.cat([torch.cat([encode(whole, c) for c in row], -1) for row in _crops(x, 8)], -2)
+    codes = getattr(tiled, encode)(x)
+    expected = torch.cat([torch.cat([getattr(whole, encode)(c) for c in row], -1) for row in _crops(x, 8)], -2)
     assert torch.equal(codes, expected)
-    by_tile = torch.cat([torch.cat([decode(whole, c) for c in row], -1) for row in _crops(codes, 2)], -2)
-    torch.testing.assert_close(decode(tiled, codes), by_tile)
+    by_tile = torch.cat([torch.cat([getattr(whole, decode)(c) for c in row], -1) for row in _crops(codes, 2)], -2)
+    torch.testing.assert_close(getattr(tiled, decode)(codes), by_tile)
 
 
 def test_training_forward_is_tiled_too(pair):
