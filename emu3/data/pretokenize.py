@@ -6,12 +6,16 @@ text through the tokenizer, and every record becomes one or more examples in the
     {"image", "caption"}   -> "t2i"  BOS caption <image> EOS (loss on all; caption dropped with
                                      probability `null_caption` so CFG's unconditional branch is trained)
                               "i2t"  BOS <image> caption EOS, for a fraction `understanding` of records
-                                     (a record's own "understanding" key overrides it)
+                                     (a record's own "understanding" key overrides it; its own
+                                     "generation" key, 1 by default, is the fraction also emitted t2i)
     {"video", "caption"}   -> "t2v"  BOS caption <video> EOS  (+ "v2t" like i2t)
     {"image", "qa"}        -> "qa"   chat examples with loss on the answers only: one per question, or
                                      `qa_per_example` questions as the turns of one conversation about
                                      the image (the image's tokens are then paid for once, not per answer)
     {"text"}               -> "text" BOS text EOS
+
+A record's "tag" is appended to its examples' kinds ("i2t:aug"), so that a training stage can take or
+leave those examples by kind (the demo keeps augmented digits for fine-tuning only).
 
 A manifest is JSONL with paths relative to it: {"image": "a.png", "caption": "..."}. Unreadable
 or too-small images, empty captions and unknown record types are counted and skipped. Choices that
@@ -107,7 +111,7 @@ def examples(
                 yield from _video_examples(index, record, codes, tok, cfg)
             elif isinstance(record.get("text"), str) and record["text"].strip():
                 ids = templates.text_only(record["text"], tok)
-                yield Example(ids, ids, "text")
+                yield Example(ids, ids, _kind(record, "text"))
             else:
                 raise ValueError("record has no image, video or text")
             stats["records"] += 1
@@ -138,17 +142,23 @@ def _encode_images(records: list[dict], vq: VQModel, batch_size: int) -> list:
     return out
 
 
+def _kind(record: dict, kind: str) -> str:
+    tag = record.get("tag")
+    return f"{kind}:{tag}" if tag else kind
+
+
 def _image_examples(index, record, codes, tok, cfg) -> Iterator[Example]:
     caption = record.get("caption")
     if caption is not None:
         if not caption.strip():
             raise ValueError("empty caption")
-        shown = "" if _chance(index, "null") < cfg.null_caption else caption
-        ids = templates.caption_then_image(shown, codes, tok)
-        yield Example(ids, ids, "t2i")
+        if _chance(index, "t2i") < record.get("generation", 1.0):
+            shown = "" if _chance(index, "null") < cfg.null_caption else caption
+            ids = templates.caption_then_image(shown, codes, tok)
+            yield Example(ids, ids, _kind(record, "t2i"))
         if _chance(index, "i2t") < record.get("understanding", cfg.understanding):
             ids = templates.image_then_caption(codes, caption, tok)
-            yield Example(ids, ids, "i2t")
+            yield Example(ids, ids, _kind(record, "i2t"))
     qa = list(record.get("qa") or [])
     for start in range(0, len(qa), cfg.qa_per_example):
         turns = []
@@ -156,7 +166,7 @@ def _image_examples(index, record, codes, tok, cfg) -> Iterator[Example]:
             content = (question,) if turns else (Image(codes), question)  # the image once, in the first turn
             turns += [templates.Message("user", content), templates.Message("assistant", (answer,))]
         ids, labels = templates.chat_example(turns, tok)
-        yield Example(ids, labels, "qa")
+        yield Example(ids, labels, _kind(record, "qa"))
 
 
 def _video_examples(index, record, codes, tok, cfg) -> Iterator[Example]:
@@ -164,10 +174,10 @@ def _video_examples(index, record, codes, tok, cfg) -> Iterator[Example]:
     if not caption.strip():
         raise ValueError("empty caption")
     ids = templates.caption_then_video(caption, codes, tok)
-    yield Example(ids, ids, "t2v")
+    yield Example(ids, ids, _kind(record, "t2v"))
     if _chance(index, "v2t") < cfg.understanding:
         ids = templates.video_then_caption(codes, caption, tok)
-        yield Example(ids, ids, "v2t")
+        yield Example(ids, ids, _kind(record, "v2t"))
 
 
 def pretokenize(

@@ -34,6 +34,9 @@ PIPELINE_FILE = "emu3_pipeline.json"
 Progress = Callable[[int, int], None]  # (tokens done, tokens total)
 
 
+CPU_VQ_BATCH = 8  # images per VQ call on a CPU (see `decode_images`)
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     """Generation defaults that belong to a model (saved beside it as emu3_pipeline.json).
@@ -204,11 +207,18 @@ class Pipeline:
         return out
 
     def decode_images(self, codes: Tensor) -> list[np.ndarray]:
-        """(B, h, w) codes -> list of (H, W, 3) uint8."""
+        """(B, h, w) codes -> list of (H, W, 3) uint8. On a CPU, decoded CPU_VQ_BATCH at a time: the same
+        pixels (each image's decoding does not depend on its batch), faster (measured at 72 px: 20 ms an
+        image in eights, 34 ms in batches of 32, whose activations outgrow the caches)."""
         from emu3.vision.image_io import to_uint8
 
-        pixels = self.vq.decode_image(codes.to(self._vq_device()))
-        return [to_uint8(p) for p in pixels.float().cpu()]
+        device = self._vq_device()
+        step = CPU_VQ_BATCH if device.type == "cpu" else max(1, len(codes))
+        out = []
+        for i in range(0, len(codes), step):
+            pixels = self.vq.decode_image(codes[i : i + step].to(device))
+            out += [to_uint8(p) for p in pixels.float().cpu()]
+        return out
 
     # ------------------------------------------------------------ video
 

@@ -4,6 +4,7 @@
     shapes_qa(n, seed)         {"image", "qa": [(q, a), ...]}    visual question answering (SFT)
     motion_videos(n, seed)     {"video", "caption", "motion"}    text->video and video extension
     digit_captions(split)      {"image", "caption", "label"}     a real dataset (scikit-learn digits)
+    digit_readings(copies)     the same, randomly moved, as image->text only ("tag": "aug")
 
 Training draws seeds below `EVAL_SEED_OFFSET`; evaluation (emu3.eval.world) draws above it, so the
 evaluation scenes are new to the model.
@@ -53,3 +54,18 @@ def digit_captions(split: str = "train", image_size: int = 64) -> Iterator[dict]
     images, labels = digits.load_split(split, image_size)
     for image, label in zip(images, labels, strict=True):
         yield {"image": image, "caption": digits.caption(int(label)), "label": int(label)}
+
+
+def digit_readings(copies: int, seed: int = 0, image_size: int = 64) -> Iterator[dict]:
+    """`copies` randomly moved versions of each real training digit, to be read (image -> caption only:
+    generating moved digits is not the goal), tagged "aug" so a training stage can take or leave them."""
+    import numpy as np
+
+    from emu3.worlds import digits
+
+    images, labels = digits.load_split("train", image_size)
+    rng = np.random.default_rng(seed * 100 + 4)
+    for _ in range(copies):
+        for image, label in zip(images, labels, strict=True):
+            yield {"image": digits.augment(image, rng), "caption": digits.caption(int(label)), "label": int(label),
+                   "generation": 0.0, "understanding": 1.0, "tag": "aug"}  # fmt: skip

@@ -48,6 +48,23 @@ def upscale(digit: np.ndarray, image_size: int) -> np.ndarray:
     return np.repeat(np.asarray(big, dtype=np.uint8)[..., None], 3, axis=2)
 
 
+def augment(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A randomly moved copy of a digit image: rotated up to 12 degrees, scaled by 0.88-1.12 and shifted
+    up to 1/18 of the side, about the centre, black filled (the 1,437 training digits are too few to
+    learn to read new handwriting from: the demo model read 96% of them but 91% of the test split)."""
+    size = image.shape[0]
+    angle = np.deg2rad(rng.uniform(-12, 12))
+    scale = rng.uniform(0.88, 1.12)
+    dx, dy = rng.uniform(-size / 18, size / 18, 2)
+    # PIL's affine maps output to input pixels: the inverse of rotate-scale-shift about the centre.
+    cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
+    c = (size - 1) / 2
+    a, b, d, e = cos, sin, -sin, cos
+    matrix = (a, b, c - a * (c + dx) - b * (c + dy), d, e, c - d * (c + dx) - e * (c + dy))
+    moved = Image.fromarray(image).transform((size, size), Image.AFFINE, matrix, resample=Image.BICUBIC)
+    return np.asarray(moved, dtype=np.uint8)
+
+
 def caption(label: int) -> str:
     return f"the digit {label}"
 
@@ -75,19 +92,29 @@ def _features(images: np.ndarray) -> np.ndarray:
 
 @dataclass
 class DigitJudge:
-    """An RBF support-vector classifier on 8x8 pooled pixels, trained on the real training split
-    (0.99 on the held-out real test split; logistic regression, used before, got 0.97)."""
+    """A classifier on 8x8 pooled pixels, trained on the real training split. The evaluation's judge is
+    an RBF support-vector machine (0.99 on the held-out real test split); `kind="logistic"` (0.98) is a
+    second, weaker judge for ranking training samples, so that preference tuning never optimises the very
+    classifier that scores it."""
 
     model: object
     test_accuracy: float
 
     @classmethod
-    def train(cls, image_size: int = 64) -> DigitJudge:
-        from sklearn.svm import SVC
+    def train(cls, image_size: int = 64, kind: str = "svm") -> DigitJudge:
+        if kind == "svm":
+            from sklearn.svm import SVC
 
+            model = SVC(gamma=0.001, C=10.0)
+        elif kind == "logistic":
+            from sklearn.linear_model import LogisticRegression
+
+            model = LogisticRegression(C=0.05, max_iter=2000)
+        else:
+            raise ValueError(f"judge kind must be 'svm' or 'logistic', got {kind!r}")
         x_train, y_train = load_split("train", image_size)
         x_test, y_test = load_split("test", image_size)
-        model = SVC(gamma=0.001, C=10.0).fit(_features(x_train), y_train)
+        model.fit(_features(x_train), y_train)
         accuracy = float((model.predict(_features(x_test)) == y_test).mean())
         return cls(model=model, test_accuracy=accuracy)
 

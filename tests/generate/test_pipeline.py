@@ -38,6 +38,18 @@ def test_text_to_image_codes_are_the_codes_behind_the_images(pipe):
     assert all(np.array_equal(a, b) for a, b in zip(pipe.decode_images(codes), images, strict=True))
 
 
+def test_decoding_in_cpu_sized_batches_gives_the_one_call_pixels(pipe):
+    from emu3.generate.pipeline import CPU_VQ_BATCH
+    from emu3.vision.image_io import to_uint8
+
+    n = 2 * CPU_VQ_BATCH + 3  # two full chunks and a short one
+    codes = torch.randint(0, pipe.vq.cfg.codebook_size, (n, 4, 4), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        whole = [to_uint8(p) for p in pipe.vq.decode_image(codes).float()]
+        chunked = pipe.decode_images(codes)
+    assert len(chunked) == n and all(np.array_equal(a, b) for a, b in zip(whole, chunked, strict=True))
+
+
 def test_progress_reaches_the_total(pipe):
     seen = []
     pipe.text_to_image("x", seed=0, progress=lambda done, total: seen.append((done, total)))

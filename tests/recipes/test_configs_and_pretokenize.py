@@ -79,6 +79,29 @@ def test_a_records_own_understanding_overrides_the_corpus_fraction(world, tmp_pa
     assert kinds["t2i"] == 12 and kinds["i2t"] == 6  # every record with 1.0, none with 0.0
 
 
+def test_a_records_generation_and_tag_choose_its_directions_and_kinds(world, tmp_path):
+    from emu3.convert.vq import load_vision_tokenizer
+    from emu3.data.pretokenize import PretokenizeConfig, pretokenize
+    from emu3.tokens.text import load_text_tokenizer
+    from emu3.worlds import data
+
+    records = list(data.shapes_captions(8, seed=3, image_size=32))
+    read_only = [{**r, "generation": 0.0, "understanding": 1.0, "tag": "aug"} for r in records[:5]]
+    records = read_only + [{**r, "understanding": 1.0} for r in records[5:]]
+    vq, tok = load_vision_tokenizer(world / "vq"), load_text_tokenizer(world / "tok")
+    pretokenize(records, tmp_path / "out", vq, tok, PretokenizeConfig(null_caption=0.0), progress=False)
+    assert Corpus(tmp_path / "out").kinds() == {"i2t:aug": 5, "t2i": 3, "i2t": 3}
+    # A stage that names the untagged kinds never sees the tagged examples; one that names the tag does.
+    assert Corpus(tmp_path / "out", ("t2i", "i2t")).kinds() == {"t2i": 3, "i2t": 3}
+    from emu3.tokens import templates
+    from emu3.vision.image_io import to_pixels
+
+    tagged = list(Corpus(tmp_path / "out", ("i2t:aug",)))  # the usual layout: the image, then its caption
+    for example, record in zip(tagged, read_only, strict=True):
+        codes = vq.encode_image(to_pixels(record["image"], vq.cfg.pixel_multiple)[None])[0]
+        assert example.tokens == templates.image_then_caption(codes, record["caption"], tok)
+
+
 def test_questions_about_one_image_can_share_one_conversation(world, tmp_path):
     from emu3.convert.vq import load_vision_tokenizer
     from emu3.data.pretokenize import PretokenizeConfig, pretokenize

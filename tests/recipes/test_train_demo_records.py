@@ -2,6 +2,7 @@
 
 from collections import Counter
 
+import numpy as np
 import pytest
 
 from emu3.recipes.train_demo import DemoConfig, _world_records
@@ -19,6 +20,25 @@ def test_each_real_digit_appears_digit_repeats_times_always_for_understanding_to
     assert all(n % repeats == 0 for n in per_image.values())  # each image `repeats` times (or a multiple: twins)
     assert all(r["understanding"] == 1.0 for r in digits)
     assert len(records) - len(digits) == 3 + 2 + 1  # captions, question images, videos
+
+
+def test_moved_digits_are_read_only_appended_after_the_world_and_kept_for_fine_tuning():
+    from emu3.recipes.common import DataConfig, TrainConfig
+    from emu3.recipes.train_demo import PRETRAIN_KINDS, sft_config
+    from emu3.worlds import data, digits
+
+    moved = list(data.digit_readings(2, seed=0, image_size=24))
+    assert len(moved) == 2 * 1437
+    assert all((r["generation"], r["understanding"], r["tag"]) == (0.0, 1.0, "aug") for r in moved)
+    images, labels = digits.load_split("train", 24)
+    assert [r["label"] for r in moved] == labels.tolist() * 2  # every training digit, copy after copy
+    assert sum(np.array_equal(r["image"], images[i % 1437]) for i, r in enumerate(moved)) < 10  # all moved
+    again = list(data.digit_readings(2, seed=0, image_size=24))
+    assert all(np.array_equal(a["image"], b["image"]) for a, b in zip(moved, again, strict=True))  # seeded
+    base = TrainConfig(out="runs/d/pretrain", data=DataConfig(corpus="runs/d/tokens", kinds=PRETRAIN_KINDS))
+    assert not any(":" in k for k in PRETRAIN_KINDS)  # pretraining never sees tagged examples
+    assert sft_config(base, DemoConfig()).data.kinds == ("qa", "qa", "t2i", "i2t", "i2t:aug")
+    assert sft_config(base, DemoConfig(digit_augment=0, sft_qa_weight=1)).data.kinds == ("qa", "t2i", "i2t")
 
 
 def test_the_chat_fine_tune_starts_from_the_pretrained_model_on_image_to_text_examples_only():

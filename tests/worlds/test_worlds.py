@@ -112,6 +112,24 @@ def test_digit_judge_reads_real_digits():
     assert digits.parse_caption(digits.caption(7)) == 7 and digits.parse_caption("a cat") is None
 
 
+def test_moved_digits_stay_readable_and_the_ranking_judge_is_a_different_classifier():
+    pytest.importorskip("sklearn", reason="the digits world needs scikit-learn (emu3[world])")
+    from emu3.worlds import digits
+
+    images, labels = digits.load_split("test", 72)
+    rng = np.random.default_rng(0)
+    moved = np.stack([digits.augment(x, rng) for x in images])
+    assert moved.shape == images.shape and moved.dtype == np.uint8
+    changed = np.abs(moved.astype(int) - images.astype(int)).mean(axis=(1, 2, 3))
+    assert (changed > 1).mean() > 0.95  # (nearly) every copy really moved ...
+    judge = digits.DigitJudge.train(72)
+    assert (judge.predict(moved) == labels).mean() > 0.85  # ... and still shows its digit
+    ranker = digits.DigitJudge.train(72, kind="logistic")
+    assert ranker.test_accuracy > 0.95 and type(ranker.model) is not type(judge.model)
+    with pytest.raises(ValueError, match="svm"):
+        digits.DigitJudge.train(kind="forest")
+
+
 def test_held_out_pairs_never_appear_in_training_data_and_always_in_the_held_out_split():
     from emu3.worlds import data, motion
 
