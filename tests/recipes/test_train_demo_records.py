@@ -35,8 +35,11 @@ def test_moved_digits_are_read_only_appended_after_the_world_and_kept_for_fine_t
     assert sum(np.array_equal(r["image"], images[i % 1437]) for i, r in enumerate(moved)) < 10  # all moved
     again = list(data.digit_readings(2, seed=0, image_size=24))
     assert all(np.array_equal(a["image"], b["image"]) for a, b in zip(moved, again, strict=True))  # seeded
-    base = TrainConfig(out="runs/d/pretrain", tokenizer="runs/d/tokenizer",
-                       data=DataConfig(corpus="runs/d/tokens", kinds=PRETRAIN_KINDS))
+    base = TrainConfig(
+        out="runs/d/pretrain",
+        tokenizer="runs/d/tokenizer",
+        data=DataConfig(corpus="runs/d/tokens", kinds=PRETRAIN_KINDS),
+    )
     assert not any(":" in k for k in PRETRAIN_KINDS)  # pretraining never sees tagged examples
     assert sft_config(base, DemoConfig()).data.kinds == ("qa", "qa", "t2i", "i2t", "i2t:aug")
     assert sft_config(base, DemoConfig(digit_augment=0, sft_qa_weight=1)).data.kinds == ("qa", "t2i", "i2t")
