@@ -99,7 +99,7 @@ class DemoConfig:
     # 800 prompts (430 pairs) scored 0.902 on text-to-image, 960 (475 pairs) 0.886, SFT 0.900.
     dpo_prompts: int = 800
     # Digit captions among DPO's prompts, ranked by a second digit judge. Off: 200 of them (554 pairs, with
-    # the shipped run's 427) left generated digits as they were (0.67 against 0.69, n=100).
+    # the 99c6afa run's 427) left generated digits as they were (0.84 at guidance 3 against 0.82, n=100).
     dpo_digit_prompts: int = 0
     dpo_samples: int = 4  # images per prompt; every two whose checker scores differ enough make a pair
     dpo_temperature: float = 1.0  # DPO's samples: the default guidance and top-k, but temperature 1 (not the
