@@ -12,6 +12,8 @@ text through the tokenizer, and every record becomes one or more examples in the
     {"image", "qa"}        -> "qa"   chat examples with loss on the answers only: one per question, or
                                      `qa_per_example` questions as the turns of one conversation about
                                      the image (the image's tokens are then paid for once, not per answer)
+                              "qa_first"  with `question_first`, also each question on its own, asked
+                                     before the image: USER: question <image> ASSISTANT: answer
     {"text"}               -> "text" BOS text EOS
 
 A record's "tag" is appended to its examples' kinds ("i2t:aug"), so that a training stage can take or
@@ -51,6 +53,9 @@ class PretokenizeConfig:
     shard_size: int = 2000
     batch_size: int = 32  # images per VQ call
     qa_per_example: int = 1  # questions about one image asked as the turns of one chat example
+    # Also emit every question alone, before its image (kind "qa_first"). Read after the question, each
+    # image token can check itself against what is asked; read first, it cannot (see README, "Where").
+    question_first: bool = False
 
     def __post_init__(self) -> None:
         if self.qa_per_example < 1:
@@ -167,6 +172,11 @@ def _image_examples(index, record, codes, tok, cfg) -> Iterator[Example]:
             turns += [templates.Message("user", content), templates.Message("assistant", (answer,))]
         ids, labels = templates.chat_example(turns, tok)
         yield Example(ids, labels, _kind(record, "qa"))
+    if cfg.question_first:
+        for question, answer in qa:
+            turns = [templates.Message("user", (question, Image(codes))), templates.Message("assistant", (answer,))]
+            ids, labels = templates.chat_example(turns, tok)
+            yield Example(ids, labels, _kind(record, "qa_first"))
 
 
 def _video_examples(index, record, codes, tok, cfg) -> Iterator[Example]:

@@ -54,6 +54,9 @@ class PipelineConfig:
     top_k: int = 2048
     top_p: float = 1.0
     max_answer_tokens: int = 256
+    # Ask a question before the image it is about (USER: question <image>), not after it (BAAI's
+    # layout): for models fine-tuned that way, such as the demo model (pretokenize's `question_first`).
+    question_first: bool = False
 
     @classmethod
     def read(cls, folder: str | Path) -> PipelineConfig:
@@ -281,7 +284,8 @@ class Pipeline:
         seed: int | None = None, progress: Progress | None = None,
     ) -> str:  # fmt: skip
         """The assistant's next answer to a conversation that ends with a user turn (greedy by default)."""
-        messages = [templates.Message(t.role, tuple(self._content(c) for c in t.content)) for t in turns]
+        messages = [templates.Message(t.role, self._reading_order(tuple(self._content(c) for c in t.content)))
+                    for t in turns]  # fmt: skip
         prompt = templates.chat_prompt(messages, self.tok, system=self.cfg.system)
         return self._answer(prompt, max_new_tokens, sampling, seed, progress)
 
@@ -294,10 +298,9 @@ class Pipeline:
         """One question per image, answered together in one left-padded batch (greedy by default)."""
         if len(images) != len(questions):
             raise ValueError(f"got {len(images)} images but {len(questions)} questions")
-        prompts = [
-            templates.chat_prompt([templates.Message("user", (fmt.Image(codes), q))], self.tok, system=self.cfg.system)
-            for codes, q in zip(self.encode_images(images), questions, strict=True)
-        ]
+        turns = [[templates.Message("user", self._reading_order((fmt.Image(c), q)))]
+                 for c, q in zip(self.encode_images(images), questions, strict=True)]  # fmt: skip
+        prompts = [templates.chat_prompt(t, self.tok, system=self.cfg.system) for t in turns]
         return self._answers(prompts, kwargs.pop("max_new_tokens", None), **kwargs)
 
     def caption(self, image: np.ndarray, **kwargs) -> str:
@@ -319,6 +322,12 @@ class Pipeline:
         out = self.generator.generate(prompts, [plan] * len(prompts), sampling=sampling, seed=seed,
                                       callback=_step_progress(progress, plan.numel()))  # fmt: skip
         return [self.tok.decode(row[: int(n)].tolist()).strip() for row, n in zip(out.tokens, out.lengths, strict=True)]
+
+    def _reading_order(self, content: tuple) -> tuple:
+        """A turn's items in the order the model reads them: as given, or text first (`question_first`)."""
+        if not self.cfg.question_first:
+            return content
+        return tuple(c for c in content if isinstance(c, str)) + tuple(c for c in content if not isinstance(c, str))
 
     def _content(self, item: str | np.ndarray) -> str | fmt.Image:
         if isinstance(item, str):

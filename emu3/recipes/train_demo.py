@@ -89,6 +89,14 @@ class DemoConfig:
     # digit recognition 0.922 against 0.911. With 1 and the moved digits: recognition 0.931, VQA -0.009
     # (2 SE 0.008), text-to-image +0.002.
     sft_qa_weight: int = 2
+    # SFT asks each question alone, before its image (kind "qa_first"), and the exported model is asked
+    # that way; pretraining keeps BAAI's image-then-question conversations. "Where is the X?" needs the
+    # image read with the question in view (README, "Where").
+    question_first: bool = False
+    # Scenes of 2-3 objects with a where-question about each object, asked before the image, for SFT only
+    # (kind "qa_first:where", drawn `sft_where_weight` times as often as their share).
+    where_scenes: int = 4000
+    sft_where_weight: int = 3
     # > 0: also an understanding-only fine-tune of the pretrained model on questions and captions (the
     # paper's Emu3-Chat beside Emu3-Gen), exported to <out>/chat-model. Off by default: 600 steps take
     # about 10 minutes, beyond train-demo's hour. Measured on the previous, whole-image-tokenizer model
@@ -166,8 +174,9 @@ def main(cfg: DemoConfig) -> Path:
     t0 = time.perf_counter()
     sft_cfg = sft_config(base, cfg)
     if _stage("sft", out / "sft" / "model" / "config.json", log):
-        _write_pipeline_defaults(out / "pretrain" / "model", cfg)
+        _write_pipeline_defaults(out / "pretrain" / "model", cfg, question_first=False)  # as it was trained
         sft.main(sft_cfg)
+        _write_pipeline_defaults(out / "sft" / "model", cfg)  # asked as fine-tuned (question_first); DPO copies it
     log["seconds"]["sft"] = round(time.perf_counter() - t0, 1)
 
     # 6. preference optimisation with checker-ranked samples
@@ -240,7 +249,8 @@ def sft_config(pretrain_cfg: TrainConfig, cfg: DemoConfig) -> TrainConfig:
     captions, images and the moved digits' readings, at a third of the pretraining learning rate."""
     out = Path(pretrain_cfg.out).parent
     moved = ("i2t:aug",) if cfg.use_digits and cfg.digit_augment else ()
-    kinds = ("qa",) * cfg.sft_qa_weight + ("t2i", "i2t") + moved
+    where = ("qa_first:where",) * cfg.sft_where_weight if cfg.question_first and cfg.where_scenes else ()
+    kinds = (qa_kind(cfg),) * cfg.sft_qa_weight + ("t2i", "i2t") + moved + where
     return replace(pretrain_cfg, out=str(out / "sft"), init=str(out / "pretrain" / "model"), steps=cfg.sft_steps,
                    optim=OptimConfig(lr=cfg.pretrain_lr / 3, min_lr=cfg.pretrain_lr / 30, warmup_steps=20),
                    data=replace(pretrain_cfg.data, kinds=kinds), save_every=100)  # fmt: skip
@@ -250,7 +260,7 @@ def chat_config(sft_cfg: TrainConfig, cfg: DemoConfig) -> TrainConfig:
     """The understanding-only fine-tune: the SFT stage (same start, same learning rate) on image -> text
     examples only (questions and captions), for `chat_steps`."""
     return replace(sft_cfg, out=str(Path(sft_cfg.out).parent / "chat"), steps=cfg.chat_steps,
-                   data=replace(sft_cfg.data, kinds=("qa", "i2t")))  # fmt: skip
+                   data=replace(sft_cfg.data, kinds=(qa_kind(cfg), "i2t")))  # fmt: skip
 
 
 def _world_records(cfg: DemoConfig) -> list[dict]:
@@ -279,18 +289,27 @@ def _tokenize_world(cfg: DemoConfig, vq_dir: Path, tok_dir: Path, corpus: Path) 
         from emu3.worlds import data
 
         records += list(data.digit_readings(cfg.digit_augment, seed=cfg.seed, image_size=cfg.image_size))
+    if cfg.question_first and cfg.where_scenes:  # also after the world's records, also fine-tuning only
+        from emu3.worlds import data
+
+        records += list(data.where_questions(cfg.where_scenes, seed=cfg.seed, image_size=cfg.image_size))
     texts += ["You are a helpful assistant. USER: ASSISTANT:"] * 50
     tok = train_text_tokenizer(texts, cfg.text_vocab, vq.cfg.codebook_size)
     tok.save(tok_dir)
     # Eight images per VQ call: the same codes as 64 (each image's do not depend on its batch), in half the
     # time on a CPU (measured: 3.9 ms an image against 8.1 ms; bigger batches outgrow the caches).
     pcfg = PretokenizeConfig(understanding=0.3, null_caption=0.1, shard_size=4000, batch_size=8,
-                             qa_per_example=cfg.qa_per_image)  # fmt: skip
+                             qa_per_example=cfg.qa_per_image, question_first=cfg.question_first)  # fmt: skip
     stats = pretokenize(records, corpus, vq, tok, pcfg)
     print(f"tokenised {stats['records']} records into {stats['examples']} examples ({stats['skipped']} skipped)")
 
 
-def _write_pipeline_defaults(model_dir: Path, cfg: DemoConfig) -> None:
+def qa_kind(cfg: DemoConfig) -> str:
+    """The question examples that fine-tuning reads: each question before its image, or BAAI's layout."""
+    return "qa_first" if cfg.question_first else "qa"
+
+
+def _write_pipeline_defaults(model_dir: Path, cfg: DemoConfig, question_first: bool | None = None) -> None:
     from emu3.generate.pipeline import PipelineConfig
 
     size = (cfg.image_size, cfg.image_size)
@@ -303,6 +322,7 @@ def _write_pipeline_defaults(model_dir: Path, cfg: DemoConfig) -> None:
         temperature=0.6,  # 0.6 and below scored alike on held-out prompts (seed 7), all above 1.0
         top_k=8,
         max_answer_tokens=48,
+        question_first=cfg.question_first if question_first is None else question_first,
     )
     defaults.write(model_dir)
 

@@ -5,6 +5,7 @@
     motion_videos(n, seed)     {"video", "caption", "motion"}    text->video and video extension
     digit_captions(split)      {"image", "caption", "label"}     a real dataset (scikit-learn digits)
     digit_readings(copies)     the same, randomly moved, as image->text only ("tag": "aug")
+    where_questions(n, seed)   {"image", "qa", "tag": "where"}   "where is the X?" about scenes of 2-3 objects
 
 Training draws seeds below `EVAL_SEED_OFFSET`; evaluation (emu3.eval.world) draws above it, so the
 evaluation scenes are new to the model.
@@ -69,3 +70,13 @@ def digit_readings(copies: int, seed: int = 0, image_size: int = 64) -> Iterator
         for image, label in zip(images, labels, strict=True):
             yield {"image": digits.augment(image, rng), "caption": digits.caption(int(label)), "label": int(label),
                    "generation": 0.0, "understanding": 1.0, "tag": "aug"}  # fmt: skip
+
+
+def where_questions(n: int, seed: int = 0, image_size: int = 64) -> Iterator[dict]:
+    """Scenes of 2-3 objects with a "where is the X?" question about each object that has a single answer,
+    tagged "where": in such scenes the answer depends on which object is asked about."""
+    rng = _rng(seed, 5)
+    for _ in range(n):
+        scene = shapes.sample_scene(rng, n_objects=rng.choice([2, 3]))
+        yield {"image": shapes.render(scene, image_size), "qa": shapes.where_questions(scene), "scene": scene,
+               "tag": "where"}  # fmt: skip

@@ -220,11 +220,15 @@ def _q_shape(scene: Scene, rng: random.Random) -> tuple[str, str] | None:
 
 
 def _q_where(scene: Scene, rng: random.Random) -> tuple[str, str] | None:
+    asked = where_questions(scene)
+    return rng.choice(asked) if asked else None
+
+
+def where_questions(scene: Scene) -> list[tuple[str, str]]:
+    """The question "where is the <colour> <shape>?" about each object whose colour-shape pair is unique in
+    the scene (with two red circles it has no single answer)."""
     unique = [o for o in scene.objects if sum((p.colour, p.shape) == (o.colour, o.shape) for p in scene.objects) == 1]
-    if not unique:  # "where is the red circle?" has no single answer with two red circles
-        return None
-    obj = rng.choice(unique)
-    return f"where is the {obj.colour} {obj.shape}?", position_phrase(obj.cell)
+    return [(f"where is the {o.colour} {o.shape}?", position_phrase(o.cell)) for o in unique]
 
 
 def _q_exists(scene: Scene, rng: random.Random) -> tuple[str, str]:

@@ -53,6 +53,25 @@ def test_batched_understanding_equals_one_at_a_time(pipe):
         pipe.ask_batch(images[:2], questions[:1])
 
 
+def test_question_first_models_are_asked_the_question_before_the_image(pipe):
+    from emu3.tokens import templates
+    from emu3.tokens.format import Image
+    from emu3.worlds import shapes
+
+    image = shapes.render(shapes.sample_scene(__import__("random").Random(5)), 32)
+    question = "what colour is the circle?"
+    first = pipe.with_config(question_first=True)
+    codes = Image(first.encode_images([image])[0])
+    asked = []
+    first._answers = lambda prompts, *a, **k: asked.extend(prompts) or [""] * len(prompts)
+    first.ask_batch([image], [question])
+    first.ask(image, question)  # through chat(), which orders each user turn the same way
+    want = templates.chat_prompt([templates.Message("user", (question, codes))], first.tok, system=first.cfg.system)
+    assert asked == [want, want]
+    usual = templates.chat_prompt([templates.Message("user", (codes, question))], pipe.tok, system=pipe.cfg.system)
+    assert want != usual and pipe.cfg.question_first is False  # BAAI's layout stays the default
+
+
 def test_digits_task_uses_the_real_judge(pipe):
     pytest.importorskip("sklearn")
     result = world.digits(pipe, n=2, seed=0)

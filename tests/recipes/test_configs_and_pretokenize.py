@@ -133,3 +133,34 @@ def test_questions_about_one_image_can_share_one_conversation(world, tmp_path):
     assert sorted(sum(answers(conv), [])) == sorted(sum(answers(one), []))
     with pytest.raises(ValueError, match="qa_per_example"):
         PretokenizeConfig(qa_per_example=0)
+
+
+def test_question_first_adds_each_question_alone_before_its_image_and_leaves_the_rest(world, tmp_path):
+    from emu3.convert.vq import load_vision_tokenizer
+    from emu3.data.pretokenize import PretokenizeConfig, pretokenize
+    from emu3.tokens import templates
+    from emu3.tokens.format import Image as Codes
+    from emu3.tokens.text import load_text_tokenizer
+    from emu3.vision.image_io import to_pixels
+    from emu3.worlds import data
+
+    records = list(data.shapes_qa(3, seed=4, image_size=32, per_image=2))
+    vq, tok = load_vision_tokenizer(world / "vq"), load_text_tokenizer(world / "tok")
+    pretokenize(records, tmp_path / "base", vq, tok, PretokenizeConfig(qa_per_example=2), progress=False)
+    pretokenize(records, tmp_path / "both", vq, tok, PretokenizeConfig(qa_per_example=2, question_first=True),
+                progress=False)  # fmt: skip
+    assert Corpus(tmp_path / "both").kinds() == {"qa": 3, "qa_first": 6}
+    # The usual conversations are unchanged, in order: a stage that leaves "qa_first" out sees the same data.
+    assert [(e.tokens, e.labels) for e in Corpus(tmp_path / "base")] == [
+        (e.tokens, e.labels) for e in Corpus(tmp_path / "both", ("qa",))
+    ]
+    first = list(Corpus(tmp_path / "both", ("qa_first",)))
+    pairs = [(r, q, a) for r in records for q, a in r["qa"]]
+    for example, (record, question, answer) in zip(first, pairs, strict=True):
+        codes = vq.encode_image(to_pixels(record["image"], vq.cfg.pixel_multiple)[None])[0]
+        turns = [templates.Message("user", (question, Codes(codes))), templates.Message("assistant", (answer,))]
+        assert (example.tokens, example.labels) == templates.chat_example(turns, tok)
+        boi = example.tokens.index(tok.special.boi)
+        assert question.split()[0] in tok.decode(example.tokens[:boi])  # the question is read first
+        trained = [t for t, lab in zip(example.tokens, example.labels, strict=True) if lab != -100]
+        assert tok.decode(trained[:-1]).strip() == answer and trained[-1] == tok.special.eos

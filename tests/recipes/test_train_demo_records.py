@@ -41,8 +41,11 @@ def test_moved_digits_are_read_only_appended_after_the_world_and_kept_for_fine_t
         data=DataConfig(corpus="runs/d/tokens", kinds=PRETRAIN_KINDS),
     )
     assert not any(":" in k for k in PRETRAIN_KINDS)  # pretraining never sees tagged examples
-    assert sft_config(base, DemoConfig()).data.kinds == ("qa", "qa", "t2i", "i2t", "i2t:aug")
-    assert sft_config(base, DemoConfig(digit_augment=0, sft_qa_weight=1)).data.kinds == ("qa", "t2i", "i2t")
+    cfg = DemoConfig(sft_qa_weight=2, sft_where_weight=3, question_first=True)
+    assert sft_config(base, cfg).data.kinds == ("qa_first",) * 2 + ("t2i", "i2t", "i2t:aug") + ("qa_first:where",) * 3
+    assert "qa_first" not in PRETRAIN_KINDS  # pretraining keeps the image-then-question conversations
+    plain = DemoConfig(digit_augment=0, sft_qa_weight=1, question_first=False)
+    assert sft_config(base, plain).data.kinds == ("qa", "t2i", "i2t")  # and no where-set without question_first
 
 
 def test_the_chat_fine_tune_starts_from_the_pretrained_model_on_image_to_text_examples_only():
@@ -55,10 +58,10 @@ def test_the_chat_fine_tune_starts_from_the_pretrained_model_on_image_to_text_ex
         steps=900,
         data=DataConfig(corpus="runs/d/tokens", seq_len=64),
     )
-    cfg = DemoConfig(chat_steps=40, pretrain_lr=3e-3)
+    cfg = DemoConfig(chat_steps=40, pretrain_lr=3e-3, question_first=True)
     chat = chat_config(sft_config(base, cfg), cfg)
     assert (chat.init, chat.out, chat.steps) == ("runs/d/pretrain/model", "runs/d/chat", 40)
-    assert chat.data.kinds == ("qa", "i2t") and chat.data.corpus == "runs/d/tokens" and chat.data.seq_len == 64
+    assert chat.data.kinds == ("qa_first", "i2t") and chat.data.corpus == "runs/d/tokens" and chat.data.seq_len == 64
     assert chat.optim.lr == 1e-3 and base.init is None  # the SFT stage's rate; the base config is untouched
 
 
@@ -92,3 +95,16 @@ def test_a_whole_image_tokenizer_is_one_run(tmp_path):
     yaml.write_text("vq:\n  codebook_size: 64\n  ch: 32\n  ch_mult: [1, 2]\n  num_res_blocks: 1\n  attn_levels: []\n")
     (only,) = vq_configs(DemoConfig(out=str(tmp_path), vq_config=str(yaml), vq_steps=9))
     assert (only.out, only.steps, only.vq.tile_size) == (str(tmp_path / "vq"), 9, 0)
+
+
+def test_where_scenes_ask_where_each_object_is_that_has_one_answer():
+    from emu3.worlds import data, shapes
+
+    records = list(data.where_questions(50, seed=0, image_size=24))
+    assert [r["qa"] for r in records] == [r["qa"] for r in data.where_questions(50, seed=0, image_size=24)]
+    assert {len(r["scene"].objects) for r in records} == {2, 3} and {r["tag"] for r in records} == {"where"}
+    for r in records:
+        objs = r["scene"].objects
+        unique = [o for o in objs if [(p.colour, p.shape) for p in objs].count((o.colour, o.shape)) == 1]
+        assert r["qa"] == [(f"where is the {o.colour} {o.shape}?", shapes.position_phrase(o.cell)) for o in unique]
+    assert len({a for r in records for _, a in r["qa"]}) == 9  # every cell of the layout is an answer
