@@ -284,7 +284,7 @@ class Pipeline:
         seed: int | None = None, progress: Progress | None = None,
     ) -> str:  # fmt: skip
         """The assistant's next answer to a conversation that ends with a user turn (greedy by default)."""
-        messages = [templates.Message(t.role, self._reading_order(tuple(self._content(c) for c in t.content)))
+        messages = [templates.Message(t.role, self.reading_order(tuple(self._content(c) for c in t.content)))
                     for t in turns]  # fmt: skip
         prompt = templates.chat_prompt(messages, self.tok, system=self.cfg.system)
         return self._answer(prompt, max_new_tokens, sampling, seed, progress)
@@ -298,7 +298,7 @@ class Pipeline:
         """One question per image, answered together in one left-padded batch (greedy by default)."""
         if len(images) != len(questions):
             raise ValueError(f"got {len(images)} images but {len(questions)} questions")
-        turns = [[templates.Message("user", self._reading_order((fmt.Image(c), q)))]
+        turns = [[templates.Message("user", self.reading_order((fmt.Image(c), q)))]
                  for c, q in zip(self.encode_images(images), questions, strict=True)]  # fmt: skip
         prompts = [templates.chat_prompt(t, self.tok, system=self.cfg.system) for t in turns]
         return self._answers(prompts, kwargs.pop("max_new_tokens", None), **kwargs)
@@ -323,7 +323,7 @@ class Pipeline:
                                       callback=_step_progress(progress, plan.numel()))  # fmt: skip
         return [self.tok.decode(row[: int(n)].tolist()).strip() for row, n in zip(out.tokens, out.lengths, strict=True)]
 
-    def _reading_order(self, content: tuple) -> tuple:
+    def reading_order(self, content: tuple) -> tuple:
         """A turn's items in the order the model reads them: as given, or text first (`question_first`)."""
         if not self.cfg.question_first:
             return content

@@ -148,7 +148,7 @@ def _turns(pipe: Pipeline, limits: Limits, body: ChatCompletionRequest):
             if n_images > limits.max_input_images:
                 raise invalid(f"messages[{i}].content[{j}]", f"at most {limits.max_input_images} images per request")
             content.append(_image(pipe, limits, part.image_url.url, f"messages[{i}].content[{j}].image_url.url"))
-        turns.append(templates.Message("user", tuple(content)))
+        turns.append(templates.Message("user", pipe.reading_order(tuple(content))))
     if not turns or turns[-1].role != "user":
         raise invalid("messages", "the conversation must end with a user message")
     return (" ".join(system_parts) if system_parts else None), turns

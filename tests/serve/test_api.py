@@ -284,3 +284,21 @@ def _wait_until(condition, timeout: float = 20.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.05)
+
+
+def test_a_question_first_model_reads_the_question_before_the_image_however_the_client_orders_them(pipe):
+    pytest.importorskip("pydantic")
+    from emu3.serve.config import Limits
+    from emu3.serve.schemas import ChatCompletionRequest
+    from emu3.serve.tasks import chat_job
+
+    image = {"type": "image_url", "image_url": {"url": _data_uri(np.full((32, 32, 3), 90, np.uint8))}}
+    text = {"type": "text", "text": "What is it?"}
+
+    def prompt(p, parts):
+        body = ChatCompletionRequest(messages=[{"role": "user", "content": parts}])
+        return chat_job(p, Limits(), body, max_len=4096).request.prompt
+
+    first = pipe.with_config(question_first=True)
+    assert prompt(first, [image, text]) == prompt(first, [text, image]) == prompt(pipe, [text, image])
+    assert prompt(pipe, [image, text]) != prompt(pipe, [text, image])  # as given by default (BAAI's layout)
