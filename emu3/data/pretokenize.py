@@ -56,6 +56,7 @@ class PretokenizeConfig:
     # Also emit every question alone, before its image (kind "qa_first"). Read after the question, each
     # image token can check itself against what is asked; read first, it cannot (see README, "Where").
     question_first: bool = False
+    question_twice: bool = False  # with question_first: the question again after the image
 
     def __post_init__(self) -> None:
         if self.qa_per_example < 1:
@@ -174,7 +175,8 @@ def _image_examples(index, record, codes, tok, cfg) -> Iterator[Example]:
         yield Example(ids, labels, _kind(record, "qa"))
     if cfg.question_first:
         for question, answer in qa:
-            turns = [templates.Message("user", (question, Image(codes))), templates.Message("assistant", (answer,))]
+            asked = (question, Image(codes)) + ((question,) if cfg.question_twice else ())
+            turns = [templates.Message("user", asked), templates.Message("assistant", (answer,))]
             ids, labels = templates.chat_example(turns, tok)
             yield Example(ids, labels, _kind(record, "qa_first"))
 

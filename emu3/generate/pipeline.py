@@ -57,6 +57,7 @@ class PipelineConfig:
     # Ask a question before the image it is about (USER: question <image>), not after it (BAAI's
     # layout): for models fine-tuned that way, such as the demo model (pretokenize's `question_first`).
     question_first: bool = False
+    question_twice: bool = False  # with question_first: the question again after the image
 
     @classmethod
     def read(cls, folder: str | Path) -> PipelineConfig:
@@ -327,7 +328,8 @@ class Pipeline:
         """A turn's items in the order the model reads them: as given, or text first (`question_first`)."""
         if not self.cfg.question_first:
             return content
-        return tuple(c for c in content if isinstance(c, str)) + tuple(c for c in content if not isinstance(c, str))
+        text = tuple(c for c in content if isinstance(c, str))
+        return text + tuple(c for c in content if not isinstance(c, str)) + (text if self.cfg.question_twice else ())
 
     def _content(self, item: str | np.ndarray) -> str | fmt.Image:
         if isinstance(item, str):

@@ -89,14 +89,19 @@ class DemoConfig:
     # digit recognition 0.922 against 0.911. With 1 and the moved digits: recognition 0.931, VQA -0.009
     # (2 SE 0.008), text-to-image +0.002.
     sft_qa_weight: int = 2
-    # SFT asks each question alone, before its image (kind "qa_first"), and the exported model is asked
-    # that way; pretraining keeps BAAI's image-then-question conversations. "Where is the X?" needs the
-    # image read with the question in view (README, "Where").
+    # True: SFT asks each question alone, before its image (kind "qa_first"; with `question_twice` also
+    # again after it), plus `where_scenes` scenes of 2-3 objects with a where-question about each object
+    # (kind "qa_first:where", drawn `sft_where_weight` times as often as their share); the exported model
+    # is asked that way. Pretraining keeps BAAI's image-then-question conversations either way. Read
+    # after the question, each image token can check itself against what is asked, which "where is the
+    # X?" needs (README, "Where"). Off: in 300-470 SFT steps, enough questions for VQA >= 0.95 leave too
+    # few images for text-to-image >= 0.90. `question_first=true question_twice=true sft_qa_weight=1
+    # sft_steps=400 dpo_prompts=600` (59 minutes by stage): VQA 0.968, text-to-image 0.884 (seed 0).
     question_first: bool = False
-    # Scenes of 2-3 objects with a where-question about each object, asked before the image, for SFT only
-    # (kind "qa_first:where", drawn `sft_where_weight` times as often as their share).
+    question_twice: bool = False
     where_scenes: int = 4000
     sft_where_weight: int = 3
+    sft_t2i_weight: int = 1  # the same for the text-to-image examples
     # > 0: also an understanding-only fine-tune of the pretrained model on questions and captions (the
     # paper's Emu3-Chat beside Emu3-Gen), exported to <out>/chat-model. Off by default: 600 steps take
     # about 10 minutes, beyond train-demo's hour. Measured on the previous, whole-image-tokenizer model
@@ -250,7 +255,7 @@ def sft_config(pretrain_cfg: TrainConfig, cfg: DemoConfig) -> TrainConfig:
     out = Path(pretrain_cfg.out).parent
     moved = ("i2t:aug",) if cfg.use_digits and cfg.digit_augment else ()
     where = ("qa_first:where",) * cfg.sft_where_weight if cfg.question_first and cfg.where_scenes else ()
-    kinds = (qa_kind(cfg),) * cfg.sft_qa_weight + ("t2i", "i2t") + moved + where
+    kinds = (qa_kind(cfg),) * cfg.sft_qa_weight + ("t2i",) * cfg.sft_t2i_weight + ("i2t",) + moved + where
     return replace(pretrain_cfg, out=str(out / "sft"), init=str(out / "pretrain" / "model"), steps=cfg.sft_steps,
                    optim=OptimConfig(lr=cfg.pretrain_lr / 3, min_lr=cfg.pretrain_lr / 30, warmup_steps=20),
                    data=replace(pretrain_cfg.data, kinds=kinds), save_every=100)  # fmt: skip
@@ -299,7 +304,8 @@ def _tokenize_world(cfg: DemoConfig, vq_dir: Path, tok_dir: Path, corpus: Path) 
     # Eight images per VQ call: the same codes as 64 (each image's do not depend on its batch), in half the
     # time on a CPU (measured: 3.9 ms an image against 8.1 ms; bigger batches outgrow the caches).
     pcfg = PretokenizeConfig(understanding=0.3, null_caption=0.1, shard_size=4000, batch_size=8,
-                             qa_per_example=cfg.qa_per_image, question_first=cfg.question_first)  # fmt: skip
+                             qa_per_example=cfg.qa_per_image, question_first=cfg.question_first,
+                             question_twice=cfg.question_twice)  # fmt: skip
     stats = pretokenize(records, corpus, vq, tok, pcfg)
     print(f"tokenised {stats['records']} records into {stats['examples']} examples ({stats['skipped']} skipped)")
 
@@ -323,6 +329,7 @@ def _write_pipeline_defaults(model_dir: Path, cfg: DemoConfig, question_first: b
         top_k=8,
         max_answer_tokens=48,
         question_first=cfg.question_first if question_first is None else question_first,
+        question_twice=cfg.question_twice and question_first is not False,
     )
     defaults.write(model_dir)
 

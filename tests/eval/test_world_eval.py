@@ -70,6 +70,11 @@ def test_question_first_models_are_asked_the_question_before_the_image(pipe):
     assert asked == [want, want]
     usual = templates.chat_prompt([templates.Message("user", (codes, question))], pipe.tok, system=pipe.cfg.system)
     assert want != usual and pipe.cfg.question_first is False  # BAAI's layout stays the default
+    twice, asked = first.with_config(question_twice=True), []
+    twice._answers = lambda prompts, *a, **k: asked.extend(prompts) or [""] * len(prompts)
+    twice.ask_batch([image], [question])
+    sandwich = [templates.Message("user", (question, codes, question))]
+    assert asked == [templates.chat_prompt(sandwich, first.tok, system=first.cfg.system)]
 
 
 def test_digits_task_uses_the_real_judge(pipe):

@@ -164,3 +164,13 @@ def test_question_first_adds_each_question_alone_before_its_image_and_leaves_the
         assert question.split()[0] in tok.decode(example.tokens[:boi])  # the question is read first
         trained = [t for t, lab in zip(example.tokens, example.labels, strict=True) if lab != -100]
         assert tok.decode(trained[:-1]).strip() == answer and trained[-1] == tok.special.eos
+    # question_twice asks it again after the image, and changes nothing else.
+    pretokenize(records, tmp_path / "twice", vq, tok, PretokenizeConfig(qa_per_example=2, question_first=True,
+                question_twice=True), progress=False)  # fmt: skip
+    twice = list(Corpus(tmp_path / "twice", ("qa_first",)))
+    for example, (record, question, answer) in zip(twice, pairs, strict=True):
+        codes = vq.encode_image(to_pixels(record["image"], vq.cfg.pixel_multiple)[None])[0]
+        asked = (question, Codes(codes), question)
+        turns = [templates.Message("user", asked), templates.Message("assistant", (answer,))]
+        assert (example.tokens, example.labels) == templates.chat_example(turns, tok)
+    assert [e.tokens for e in Corpus(tmp_path / "twice", ("qa",))] == [e.tokens for e in Corpus(tmp_path / "base")]

@@ -41,10 +41,12 @@ def test_moved_digits_are_read_only_appended_after_the_world_and_kept_for_fine_t
         data=DataConfig(corpus="runs/d/tokens", kinds=PRETRAIN_KINDS),
     )
     assert not any(":" in k for k in PRETRAIN_KINDS)  # pretraining never sees tagged examples
+    assert sft_config(base, DemoConfig()).data.kinds == ("qa", "qa", "t2i", "i2t", "i2t:aug")  # as shipped
     cfg = DemoConfig(sft_qa_weight=2, sft_where_weight=3, question_first=True)
     assert sft_config(base, cfg).data.kinds == ("qa_first",) * 2 + ("t2i", "i2t", "i2t:aug") + ("qa_first:where",) * 3
+    assert sft_config(base, DemoConfig(sft_t2i_weight=2)).data.kinds.count("t2i") == 2
     assert "qa_first" not in PRETRAIN_KINDS  # pretraining keeps the image-then-question conversations
-    plain = DemoConfig(digit_augment=0, sft_qa_weight=1, question_first=False)
+    plain = DemoConfig(digit_augment=0, sft_qa_weight=1)
     assert sft_config(base, plain).data.kinds == ("qa", "t2i", "i2t")  # and no where-set without question_first
 
 
@@ -108,3 +110,16 @@ def test_where_scenes_ask_where_each_object_is_that_has_one_answer():
         unique = [o for o in objs if [(p.colour, p.shape) for p in objs].count((o.colour, o.shape)) == 1]
         assert r["qa"] == [(f"where is the {o.colour} {o.shape}?", shapes.position_phrase(o.cell)) for o in unique]
     assert len({a for r in records for _, a in r["qa"]}) == 9  # every cell of the layout is an answer
+
+
+def test_each_checkpoint_is_asked_in_the_layout_it_was_trained_on(tmp_path):
+    from emu3.generate.pipeline import PipelineConfig
+    from emu3.recipes.train_demo import _write_pipeline_defaults
+
+    cfg = DemoConfig(question_first=True, question_twice=True)
+    _write_pipeline_defaults(tmp_path, cfg, question_first=False)  # the pretrained model: image first
+    assert (PipelineConfig.read(tmp_path).question_first, PipelineConfig.read(tmp_path).question_twice) == (False,) * 2
+    _write_pipeline_defaults(tmp_path, cfg)  # the fine-tuned ones
+    assert (PipelineConfig.read(tmp_path).question_first, PipelineConfig.read(tmp_path).question_twice) == (True,) * 2
+    _write_pipeline_defaults(tmp_path, DemoConfig())
+    assert PipelineConfig.read(tmp_path).question_first is False  # the shipped recipe: BAAI's layout
