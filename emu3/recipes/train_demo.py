@@ -263,9 +263,10 @@ def sft_config(pretrain_cfg: TrainConfig, cfg: DemoConfig) -> TrainConfig:
 
 def chat_config(sft_cfg: TrainConfig, cfg: DemoConfig) -> TrainConfig:
     """The understanding-only fine-tune: the SFT stage (same start, same learning rate) on image -> text
-    examples only (questions and captions), for `chat_steps`."""
+    examples only (questions, with the where-set when questions come first, and captions), for `chat_steps`."""
+    where = ("qa_first:where",) * cfg.sft_where_weight if cfg.question_first and cfg.where_scenes else ()
     return replace(sft_cfg, out=str(Path(sft_cfg.out).parent / "chat"), steps=cfg.chat_steps,
-                   data=replace(sft_cfg.data, kinds=(qa_kind(cfg), "i2t")))  # fmt: skip
+                   data=replace(sft_cfg.data, kinds=(qa_kind(cfg), *where, "i2t")))  # fmt: skip
 
 
 def _world_records(cfg: DemoConfig) -> list[dict]:

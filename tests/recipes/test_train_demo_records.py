@@ -63,7 +63,10 @@ def test_the_chat_fine_tune_starts_from_the_pretrained_model_on_image_to_text_ex
     cfg = DemoConfig(chat_steps=40, pretrain_lr=3e-3, question_first=True)
     chat = chat_config(sft_config(base, cfg), cfg)
     assert (chat.init, chat.out, chat.steps) == ("runs/d/pretrain/model", "runs/d/chat", 40)
-    assert chat.data.kinds == ("qa_first", "i2t") and chat.data.corpus == "runs/d/tokens" and chat.data.seq_len == 64
+    assert chat.data.kinds == ("qa_first",) + ("qa_first:where",) * 3 + ("i2t",)
+    assert chat.data.corpus == "runs/d/tokens" and chat.data.seq_len == 64
+    plain = DemoConfig(chat_steps=40)
+    assert chat_config(sft_config(base, plain), plain).data.kinds == ("qa", "i2t")  # BAAI's layout
     assert chat.optim.lr == 1e-3 and base.init is None  # the SFT stage's rate; the base config is untouched
 
 
