@@ -179,7 +179,7 @@ def main(cfg: DemoConfig) -> Path:
     t0 = time.perf_counter()
     sft_cfg = sft_config(base, cfg)
     if _stage("sft", out / "sft" / "model" / "config.json", log):
-        _write_pipeline_defaults(out / "pretrain" / "model", cfg, question_first=False)  # as it was trained
+        _write_pipeline_defaults(out / "pretrain" / "model", cfg, fine_tuned=False)
         sft.main(sft_cfg)
         _write_pipeline_defaults(out / "sft" / "model", cfg)  # asked as fine-tuned (question_first); DPO copies it
     log["seconds"]["sft"] = round(time.perf_counter() - t0, 1)
@@ -254,8 +254,7 @@ def sft_config(pretrain_cfg: TrainConfig, cfg: DemoConfig) -> TrainConfig:
     captions, images and the moved digits' readings, at a third of the pretraining learning rate."""
     out = Path(pretrain_cfg.out).parent
     moved = ("i2t:aug",) if cfg.use_digits and cfg.digit_augment else ()
-    where = ("qa_first:where",) * cfg.sft_where_weight if cfg.question_first and cfg.where_scenes else ()
-    kinds = (qa_kind(cfg),) * cfg.sft_qa_weight + ("t2i",) * cfg.sft_t2i_weight + ("i2t",) + moved + where
+    kinds = (qa_kind(cfg),) * cfg.sft_qa_weight + ("t2i",) * cfg.sft_t2i_weight + ("i2t",) + moved + where_kinds(cfg)
     return replace(pretrain_cfg, out=str(out / "sft"), init=str(out / "pretrain" / "model"), steps=cfg.sft_steps,
                    optim=OptimConfig(lr=cfg.pretrain_lr / 3, min_lr=cfg.pretrain_lr / 30, warmup_steps=20),
                    data=replace(pretrain_cfg.data, kinds=kinds), save_every=100)  # fmt: skip
@@ -264,9 +263,8 @@ def sft_config(pretrain_cfg: TrainConfig, cfg: DemoConfig) -> TrainConfig:
 def chat_config(sft_cfg: TrainConfig, cfg: DemoConfig) -> TrainConfig:
     """The understanding-only fine-tune: the SFT stage (same start, same learning rate) on image -> text
     examples only (questions, with the where-set when questions come first, and captions), for `chat_steps`."""
-    where = ("qa_first:where",) * cfg.sft_where_weight if cfg.question_first and cfg.where_scenes else ()
     return replace(sft_cfg, out=str(Path(sft_cfg.out).parent / "chat"), steps=cfg.chat_steps,
-                   data=replace(sft_cfg.data, kinds=(qa_kind(cfg), *where, "i2t")))  # fmt: skip
+                   data=replace(sft_cfg.data, kinds=(qa_kind(cfg), *where_kinds(cfg), "i2t")))  # fmt: skip
 
 
 def _world_records(cfg: DemoConfig) -> list[dict]:
@@ -287,17 +285,15 @@ def _tokenize_world(cfg: DemoConfig, vq_dir: Path, tok_dir: Path, corpus: Path) 
     from emu3.convert.vq import load_vision_tokenizer
     from emu3.data.pretokenize import PretokenizeConfig, pretokenize
     from emu3.tokens.text import train_text_tokenizer
+    from emu3.worlds import data
 
     records = _world_records(cfg)
     vq = load_vision_tokenizer(vq_dir)
     texts = [r.get("caption", "") for r in records] + [f"{q} {a}" for r in records for q, a in r.get("qa", [])]
-    if cfg.use_digits and cfg.digit_augment:  # after the world's records, which keep their indices and shards
-        from emu3.worlds import data
-
+    # Fine-tuning-only records go after the world's, which keep their indices and shards.
+    if cfg.use_digits and cfg.digit_augment:
         records += list(data.digit_readings(cfg.digit_augment, seed=cfg.seed, image_size=cfg.image_size))
-    if cfg.question_first and cfg.where_scenes:  # also after the world's records, also fine-tuning only
-        from emu3.worlds import data
-
+    if cfg.question_first and cfg.where_scenes:
         records += list(data.where_questions(cfg.where_scenes, seed=cfg.seed, image_size=cfg.image_size))
     texts += ["You are a helpful assistant. USER: ASSISTANT:"] * 50
     tok = train_text_tokenizer(texts, cfg.text_vocab, vq.cfg.codebook_size)
@@ -316,7 +312,13 @@ def qa_kind(cfg: DemoConfig) -> str:
     return "qa_first" if cfg.question_first else "qa"
 
 
-def _write_pipeline_defaults(model_dir: Path, cfg: DemoConfig, question_first: bool | None = None) -> None:
+def where_kinds(cfg: DemoConfig) -> tuple[str, ...]:
+    """The where-set's kind, `sft_where_weight` times, when fine-tuning asks questions first; else none."""
+    return ("qa_first:where",) * cfg.sft_where_weight if cfg.question_first and cfg.where_scenes else ()
+
+
+def _write_pipeline_defaults(model_dir: Path, cfg: DemoConfig, fine_tuned: bool = True) -> None:
+    """Generation defaults; a model that was not fine-tuned is asked in the layout pretraining used."""
     from emu3.generate.pipeline import PipelineConfig
 
     size = (cfg.image_size, cfg.image_size)
@@ -329,8 +331,8 @@ def _write_pipeline_defaults(model_dir: Path, cfg: DemoConfig, question_first: b
         temperature=0.6,  # 0.6 and below scored alike on held-out prompts (seed 7), all above 1.0
         top_k=8,
         max_answer_tokens=48,
-        question_first=cfg.question_first if question_first is None else question_first,
-        question_twice=cfg.question_twice and question_first is not False,
+        question_first=cfg.question_first and fine_tuned,
+        question_twice=cfg.question_twice and fine_tuned,
     )
     defaults.write(model_dir)
 

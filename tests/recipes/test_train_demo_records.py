@@ -120,7 +120,7 @@ def test_each_checkpoint_is_asked_in_the_layout_it_was_trained_on(tmp_path):
     from emu3.recipes.train_demo import _write_pipeline_defaults
 
     cfg = DemoConfig(question_first=True, question_twice=True)
-    _write_pipeline_defaults(tmp_path, cfg, question_first=False)  # the pretrained model: image first
+    _write_pipeline_defaults(tmp_path, cfg, fine_tuned=False)  # the pretrained model: image first
     assert (PipelineConfig.read(tmp_path).question_first, PipelineConfig.read(tmp_path).question_twice) == (False,) * 2
     _write_pipeline_defaults(tmp_path, cfg)  # the fine-tuned ones
     assert (PipelineConfig.read(tmp_path).question_first, PipelineConfig.read(tmp_path).question_twice) == (True,) * 2
