@@ -22,10 +22,42 @@ EVAL_SHARES = {"text_to_image": 1.0, "text_to_image_no_cfg": 1.0, "compositional
                "vq_round_trip": 0.4}  # fmt: skip
 
 
+def sampling_overrides(args: argparse.Namespace) -> dict:
+    """--guidance / --temperature / --top-k given on the command line, checked; the rest stay the model's."""
+    changes = {k: v for k, v in (("guidance", args.guidance), ("temperature", args.temperature),
+                                 ("top_k", args.top_k)) if v is not None}  # fmt: skip
+    if changes.get("guidance", 1.0) < 1.0:
+        raise SystemExit(f"--guidance {changes['guidance']}: must be >= 1 (1 means no guidance)")
+    if changes.get("temperature", 1.0) <= 0:
+        raise SystemExit(f"--temperature {changes['temperature']}: must be > 0")
+    if changes.get("top_k", 1) < 1:
+        raise SystemExit(f"--top-k {changes['top_k']}: must be >= 1")
+    return changes
+
+
 def _loader(args: argparse.Namespace):
     from emu3.commands import load_pipeline
 
-    return lambda folder: load_pipeline(folder, None, args.device, args.dtype)
+    changes = sampling_overrides(args)
+
+    def load(folder):
+        pipe = load_pipeline(folder, None, args.device, args.dtype)
+        return pipe.with_config(**changes) if changes else pipe
+
+    return load
+
+
+def _task_names(args: argparse.Namespace) -> tuple[str, ...]:
+    """--tasks (comma-separated, checked) if given, else the --suite's tasks."""
+    from emu3.eval import world
+
+    if args.tasks:
+        names = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
+        unknown = [t for t in names if t not in world.TASKS]
+        if unknown or not names:
+            raise SystemExit(f"--tasks: unknown task(s) {unknown or [args.tasks]}; known: {', '.join(world.TASKS)}")
+        return names
+    return world.SUITES[args.suite] if args.suite != "all" else tuple(t for s in world.SUITES.values() for t in s)
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -48,7 +80,9 @@ def run_demo(args: argparse.Namespace) -> int:
             k: round(v, 3) if isinstance(v, float) else v for k, v in scores_only({task: results[task]})[task].items()
         }
         print(f"{task:18s} {json.dumps(shown)}  ({timings[task]}s)", flush=True)
-    notes = [f"model: {args.model or 'shipped demo model'}; seed {args.seed}; seconds per task: {timings}",
+    overrides = sampling_overrides(args)
+    notes = [f"model: {args.model or 'shipped demo model'}; seed {args.seed}; seconds per task: {timings}"
+             + (f"; sampling overridden: {overrides}" if overrides else ""),
              "Prompts and scenes use seeds the model was not trained on; `emu3 eval` measures with more."]  # fmt: skip
     path = write_report(results, Path(args.output) / "report.html", title="Emu3 demo world: every task", notes=notes)
     print(f"report: {path.resolve()}")
@@ -56,15 +90,16 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from emu3.eval import suite, world
+    from emu3.eval import suite
 
     models: dict[str, str | None] = {}
     for spec in args.model or [None]:
         name, _, folder = (spec or "").rpartition("=") if spec and "=" in spec else ("", "", spec)
         models[name or (Path(folder).name if folder else "shipped")] = folder
-    names = world.SUITES[args.suite] if args.suite != "all" else tuple(t for s in world.SUITES.values() for t in s)
+    names = _task_names(args)
     tasks = {t: max(1, round(args.n * EVAL_SHARES[t])) if EVAL_SHARES[t] else 0 for t in names}
     summary = suite.evaluate(_loader(args), models, tasks, seed=args.seed)
+    summary["sampling"] = sampling_overrides(args)  # empty: each model's own defaults
     out = suite.write(summary, args.output)
     print(suite.markdown(summary))
     print(f"written: {out.resolve()}/eval.json, eval.md, report.html")
@@ -81,10 +116,23 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--device", default="cpu")
         p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
         p.add_argument("--seed", type=int, default=0)
+        p.add_argument(
+            "--guidance",
+            type=float,
+            default=None,
+            help="classifier-free guidance scale for every task (default: the model's own)",
+        )
+        p.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the model's)")
+        p.add_argument("--top-k", type=int, default=None, help="sampling top-k (default: the model's)")
     demo.add_argument("--model", default=None, help="model folder (default: the shipped demo model)")
     ev.add_argument("--model", action="append", metavar="[NAME=]FOLDER",
                     help="model folder, repeatable for a paired comparison (default: the shipped model)")  # fmt: skip
     ev.add_argument("--suite", default="all", choices=[*SUITES, "all"], help="which tasks (default: all)")
+    ev.add_argument(
+        "--tasks",
+        default=None,
+        help="comma-separated task names instead of --suite, e.g. text_to_image,text_to_image_no_cfg",
+    )
     ev.add_argument("--n", type=int, default=500, help="text-to-image prompts; other tasks scale with it")
     demo.set_defaults(func=run_demo)
     ev.set_defaults(func=run_eval)

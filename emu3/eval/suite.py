@@ -75,6 +75,9 @@ def markdown(summary: dict) -> str:
             cells.append(f"{mean:.3f} ± {se:.3f}")
         lines.append(f"| {task} | {key} ({'higher' if higher else 'lower'} is better) | " + " | ".join(cells)
                      + f" | {n} |")  # fmt: skip
+    if summary.get("sampling"):
+        lines += ["", "Sampling for every model, overriding its own defaults: "
+                  + ", ".join(f"{k} {v}" for k, v in summary["sampling"].items())]  # fmt: skip
     if summary["comparisons"]:
         lines += ["", "| comparison | task | difference | 2 x SE | significant |", "|---|---|---|---|---|"]
         for c in summary["comparisons"]:

@@ -127,3 +127,29 @@ def test_text_to_image_scores_are_also_split_by_object_count():
     two = Scene((Shape("circle", "red", "small", (0, 0)), Shape("square", "blue", "large", (2, 2))))
     scores = [{"overall": 1.0}, {"overall": 0.0}, {"overall": 1.0}]
     assert world._by_objects([one, two, two], scores) == {"1": 1.0, "2": 0.5}
+
+
+def test_eval_command_runs_chosen_tasks_with_sampling_overrides(pipe, tmp_path):
+    folder = str(pipe.save(tmp_path / "model"))
+    argv = ["eval", "--tasks", "text_to_image,text_to_image_no_cfg", "--n", "3", "--model", folder, "--guidance",
+            "1.0", "--temperature", "0.5", "--top-k", "4", "-o", str(tmp_path / "out"), "--dtype", "fp32"]  # fmt: skip
+    assert main(argv) == 0
+    summary = json.loads((tmp_path / "out" / "eval.json").read_text())
+    assert summary["sampling"] == {"guidance": 1.0, "temperature": 0.5, "top_k": 4}
+    (name,) = summary["results"]
+    assert set(summary["results"][name]) == {"text_to_image", "text_to_image_no_cfg"}
+    # guidance 1 everywhere: the "with CFG" task now samples exactly like the no-CFG one
+    r = summary["results"][name]
+    assert r["text_to_image"]["items"] == r["text_to_image_no_cfg"]["items"]
+    assert "temperature 0.5" in (tmp_path / "out" / "eval.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [(["--tasks", "text_to_image,nope"], "unknown task"), (["--guidance", "0.5"], "--guidance"),
+     (["--temperature", "0"], "--temperature"), (["--top-k", "0"], "--top-k")],
+)  # fmt: skip
+def test_eval_command_rejects_bad_tasks_and_sampling(pipe, tmp_path, flags, message):
+    folder = str(pipe.save(tmp_path / "model"))
+    with pytest.raises(SystemExit, match=message):
+        main(["eval", "--model", folder, "--n", "1", "-o", str(tmp_path / "out"), *flags])
