@@ -338,25 +338,35 @@ def _write_pipeline_defaults(model_dir: Path, cfg: DemoConfig, fine_tuned: bool 
 
 
 def _preference_pairs(cfg: DemoConfig, model_dir: Path, out: Path) -> dict:
-    """Sample `dpo_samples` images per prompt and score each (shapes: the checker; digits: a second
-    judge, not the evaluation's); every two samples of one prompt whose scores differ by at least 0.2
-    make a (better, worse) pair."""
+    """DPO's pairs from the SFT model: `dpo_prompts(cfg)`, sampled at `dpo_temperature`."""
+    prompts, scorers = dpo_prompts(cfg)
+    return sample_preference_pairs(model_dir, prompts, scorers, out, samples=cfg.dpo_samples,
+                                   temperature=cfg.dpo_temperature, seed=cfg.seed)  # fmt: skip
+
+
+def sample_preference_pairs(
+    model_dir: Path, prompts: list[str], scorers: list, out: Path, *, samples: int = 4, temperature: float = 1.0,
+    seed: int = 0,
+) -> dict:  # fmt: skip
+    """Sample `samples` images per prompt (the model's guidance and top-k, at `temperature`) and score
+    each with its prompt's scorer (shapes: the checker; digits: a second judge, not the evaluation's);
+    every two samples of one prompt whose scores differ by at least 0.2 make a (better, worse) pair,
+    written as a preference corpus to `out`."""
     from emu3.data.shards import Example, write_shard
     from emu3.generate.pipeline import Pipeline
     from emu3.tokens import templates
 
-    pipe = Pipeline.load(model_dir, dtype=torch.bfloat16).with_config(temperature=cfg.dpo_temperature)
-    prompts, scorers = dpo_prompts(cfg)
+    pipe = Pipeline.load(model_dir, dtype=torch.bfloat16).with_config(temperature=temperature)
     h, w = pipe.latent_size()
     pairs, scores_all = [], []
     for i in range(0, len(prompts), 8):
         batch = prompts[i : i + 8]
         # The sampled codes themselves, not the decoded images encoded again: that round trip changes about
         # half the codes, and DPO must score the sequences the model actually generated.
-        codes_all = pipe.text_to_image_codes(batch, num_images=cfg.dpo_samples, seed=cfg.seed + i)
+        codes_all = pipe.text_to_image_codes(batch, num_images=samples, seed=seed + i)
         images = pipe.decode_images(codes_all)
         for j, prompt in enumerate(batch):
-            group = range(j * cfg.dpo_samples, (j + 1) * cfg.dpo_samples)
+            group = range(j * samples, (j + 1) * samples)
             scores = [scorers[i + j](images[k]) for k in group]
             scores_all += scores
             prompt_len = len(templates.t2i_prompt(prompt, h, w, pipe.tok, positive_suffix=""))
@@ -379,7 +389,7 @@ def dpo_prompts(cfg: DemoConfig) -> tuple[list[str], list]:
     rng = random.Random(cfg.seed + 7)
     scenes = [shapes.sample_scene(rng) for _ in range(cfg.dpo_prompts)]
     prompts = [shapes.caption(s, rng) for s in scenes]
-    scorers = [partial(_scene_score, s) for s in scenes]
+    scorers = [partial(scene_score, s) for s in scenes]
     if cfg.dpo_digit_prompts:
         from emu3.worlds import digits
 
@@ -390,7 +400,9 @@ def dpo_prompts(cfg: DemoConfig) -> tuple[list[str], list]:
     return prompts, scorers
 
 
-def _scene_score(scene, image: np.ndarray) -> float:
+def scene_score(scene, image: np.ndarray) -> float:
+    """DPO's ranking score of an image for its scene: the checker's overall, plus partial credit for
+    position, colour and count."""
     from emu3.worlds import checker
 
     return _score(checker.score_image(image, scene))

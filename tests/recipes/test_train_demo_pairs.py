@@ -30,3 +30,50 @@ def test_digit_prompts_follow_the_shapes_prompts_and_are_scored_by_the_ranking_j
     assert scorers[3 + 7](seven) == 1.0 and scorers[3 + 1](seven) == 0.0
     scene = shapes.sample_scene(__import__("random").Random(0))
     assert 0.0 <= scorers[0](shapes.render(scene, 24)) <= 2.0  # the checker's score of a shapes image
+
+
+def test_sampled_pairs_hold_the_better_sample_first_with_the_prompt_masked(tmp_path):
+    import torch
+
+    from emu3.data.batches import preference_pairs
+    from emu3.data.shards import Corpus
+    from emu3.recipes.train_demo import sample_preference_pairs
+    from emu3.tokens import format as fmt
+    from emu3.tokens import templates
+    from tests.helpers.tiny_pipeline import tiny_pipeline
+
+    pipe = tiny_pipeline(seed=0).with_config(image_size=(16, 16))
+    folder = pipe.save(tmp_path / "model")
+
+    seen: list = []  # every scored image, scored 0, 0.5, 1, 0, ... in the order they come
+
+    def score(image):
+        seen.append((image.astype(float), [0.0, 0.5, 1.0][len(seen) % 3]))
+        return seen[-1][1]
+
+    def score_of(image):  # the score given to the scored image nearest to this one
+        return min(seen, key=lambda item: abs(item[0] - image).mean())[1]
+
+    prompts = ["a red circle", "two blue squares"]
+    stats = sample_preference_pairs(folder, prompts, [score] * 2, tmp_path / "prefs", samples=3, seed=0)
+    pairs = preference_pairs(list(Corpus(tmp_path / "prefs")))
+    assert stats["pairs"] == len(pairs) >= 1
+    h, w = pipe.latent_size()
+    heads = [templates.t2i_prompt(p, h, w, pipe.tok, positive_suffix="") for p in prompts]
+    for chosen, rejected in pairs:
+        for ex in (chosen, rejected):
+            (head,) = [x for x in heads if ex.tokens[: len(x)] == x]  # starts with exactly one of the prompts
+            assert set(ex.labels[: len(head)]) == {-100} and ex.labels[len(head) :] == ex.tokens[len(head) :]
+        codes = [next(s for s in fmt.parse(ex.tokens, pipe.tok) if isinstance(s, fmt.Image)).codes
+                 for ex in (chosen, rejected)]  # fmt: skip
+        better, worse = (score_of(im.astype(float)) for im in pipe.decode_images(torch.stack(codes)))
+        assert better - worse >= 0.5  # the stored sequences are the images that were scored
+
+
+def test_no_pairs_when_every_sample_scores_the_same(tmp_path):
+    from emu3.recipes.train_demo import sample_preference_pairs
+    from tests.helpers.tiny_pipeline import tiny_pipeline
+
+    folder = tiny_pipeline(seed=0).with_config(image_size=(16, 16)).save(tmp_path / "model")
+    with pytest.raises(SystemExit, match="no preference pairs"):
+        sample_preference_pairs(folder, ["a red circle"], [lambda image: 0.5], tmp_path / "prefs", samples=2)
