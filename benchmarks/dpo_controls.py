@@ -3,14 +3,13 @@
     python benchmarks/dpo_controls.py --run runs/demo [--seeds 7,8 --n 500]
 
 From a `train-demo` run folder (its SFT model and its preference corpus), train DPO variants, each
-for one pass over its pairs, and score text-to-image on the same held-out prompts and seeds as the
-SFT model (paired differences):
-  - the train-demo recipe (learning rate 5e-6, beta 0.1, NLL weight 0.2), then a 4x learning rate,
-    alone, with beta 0.5 and with NLL weight 1;
-  - the same pairs with chosen and rejected swapped (a control: if DPO learnt the preference, the
-    swapped run must do worse than the unswapped one, not the same);
-  - on-policy pairs: 3-object prompts (where the SFT model fails most) sampled at the model's own
-    temperature, not train-demo's 1.0, at both learning rates, and swapped.
+for one pass over its pairs (beta 0.1, NLL weight 0.2), and score text-to-image on the same held-out
+prompts and seeds as the SFT model (paired differences): every token of the two images counted (as
+train-demo did before `dpo_mask_shared`) or only the tokens where they differ (`mask_shared`), at
+train-demo's learning rate (5e-6) and at 4x, each also on the same pairs with chosen and rejected
+swapped. The swapped runs are the control: if DPO learns the preference, a swapped run must score
+lower than its unswapped twin, not the same. With `--on-policy-prompts N`, also pairs sampled from N
+3-object prompts (where the SFT model fails most) at the model's own temperature.
 Writes benchmarks/results/dpo_controls.json.
 """
 
@@ -62,12 +61,12 @@ def on_policy_pairs(sft: Path, out: Path, prompts: int, objects: int, seed: int)
     return out
 
 
-def train(sft: Path, prefs: Path, out: Path, lr: float, beta: float, nll: float) -> Path:
+def train(sft: Path, prefs: Path, out: Path, lr: float, masked: bool) -> Path:
     if not (out / "model" / "config.json").exists():
         steps = max(1, math.ceil(len(Corpus(prefs)) // 2 / 8))
         dpo.main(dpo.DPOConfig(init=str(sft), out=str(out), data=DataConfig(corpus=str(prefs), batch_size=8, seed=0),
-                               steps=steps, optim=OptimConfig(lr=lr, min_lr=lr / 10, warmup_steps=10), beta=beta,
-                               nll_weight=nll, save_every=10_000, log_every=20))  # fmt: skip
+                               steps=steps, optim=OptimConfig(lr=lr, min_lr=lr / 10, warmup_steps=10), beta=0.1,
+                               nll_weight=0.2, mask_shared=masked, save_every=10_000, log_every=20))  # fmt: skip
     return out / "model"
 
 
@@ -87,33 +86,37 @@ def main() -> None:
     p.add_argument("--out", default="runs/dpo_controls")
     p.add_argument("--seeds", default="7,8", help="evaluation seeds (the README table uses 0)")
     p.add_argument("--n", type=int, default=500, help="text-to-image prompts per seed")
-    p.add_argument("--on-policy-prompts", type=int, default=500)
+    p.add_argument("--on-policy-prompts", type=int, default=0, help="> 0: also on-policy 3-object pairs")
     p.add_argument("--output", default="benchmarks/results/dpo_controls.json")
     args = p.parse_args()
     run, out, seeds = Path(args.run), Path(args.out), [int(s) for s in args.seeds.split(",")]
     sft, prefs = run / "sft" / "model", run / "preferences"
     started = time.perf_counter()
-    on_policy = on_policy_pairs(sft, out / "prefs_on_policy", args.on_policy_prompts, 3, seed=0)
-    variants = {  # name: (pairs, learning rate, beta, NLL weight)
-        "train-demo recipe": (prefs, 5e-6, 0.1, 0.2),
-        "lr 2e-5": (prefs, 2e-5, 0.1, 0.2),
-        "lr 2e-5, swapped": (swapped(prefs, out / "prefs_swapped"), 2e-5, 0.1, 0.2),
-        "lr 2e-5, beta 0.5": (prefs, 2e-5, 0.5, 0.2),
-        "lr 2e-5, NLL weight 1": (prefs, 2e-5, 0.1, 1.0),
-        "on-policy 3-object, lr 5e-6": (on_policy, 5e-6, 0.1, 0.2),
-        "on-policy 3-object, lr 2e-5": (on_policy, 2e-5, 0.1, 0.2),
-        "on-policy 3-object, lr 2e-5, swapped": (swapped(on_policy, out / "prefs_on_policy_swapped"), 2e-5, 0.1, 0.2),
-    }
+    flipped = swapped(prefs, out / "prefs_swapped")
+    variants = {}  # name: (pairs, learning rate, only the differing tokens)
+    for masked in (False, True):
+        tokens = "differing tokens" if masked else "all tokens"
+        for lr in (5e-6, 2e-5):
+            variants[f"{tokens}, lr {lr:g}"] = (prefs, lr, masked)
+            variants[f"{tokens}, lr {lr:g}, swapped"] = (flipped, lr, masked)
+    if args.on_policy_prompts:
+        on_policy = on_policy_pairs(sft, out / "prefs_on_policy", args.on_policy_prompts, 3, seed=0)
+        for masked in (False, True):
+            variants[f"on-policy 3-object, {'differing' if masked else 'all'} tokens, lr 5e-06"] = (
+                on_policy,
+                5e-6,
+                masked,
+            )
     base, base_objects = score(sft, seeds, args.n)
     mean, se = mean_se(base)
     rows = [{"model": "SFT", "overall": mean, "se": se, "by_objects": base_objects}]
     print(f"SFT: {mean:.4f} +- {se:.4f} {base_objects}", flush=True)
-    for i, (name, (pairs, lr, beta, nll)) in enumerate(variants.items()):
-        folder = train(sft, pairs, out / f"dpo{i}", lr, beta, nll)
+    for i, (name, (pairs, lr, masked)) in enumerate(variants.items()):
+        folder = train(sft, pairs, out / f"dpo{i}", lr, masked)
         items, objects = score(folder, seeds, args.n)
         mean, se = mean_se(items)
         d = paired_difference(items, base)
-        rows.append({"model": name, "pairs": len(Corpus(pairs)) // 2, "lr": lr, "beta": beta, "nll_weight": nll,
+        rows.append({"model": name, "pairs": len(Corpus(pairs)) // 2, "lr": lr, "mask_shared": masked,
                      "overall": mean, "se": se, "by_objects": objects, "minus_sft": d})  # fmt: skip
         print(f"{name}: {mean:.4f} +- {se:.4f}, - SFT {d['difference']:+.4f} (2 SE {2 * d['se']:.4f}) {objects}",
               flush=True)  # fmt: skip

@@ -99,3 +99,25 @@ def preference_pairs(examples: Sequence[Example]) -> list[tuple[Example, Example
             raise ValueError(f"pair {i // 2} is ({chosen.kind}, {rejected.kind}), expected (chosen, rejected)")
         pairs.append((chosen, rejected))
     return pairs
+
+
+def mask_shared_tokens(chosen: Example, rejected: Example) -> tuple[Example, Example]:
+    """The pair with no loss where the two sequences agree: at every position of two equally long
+    sequences (e.g. two images of one fixed grid) that holds the same token in both, else on their
+    common prefix only (beyond it, positions of unequal sequences do not correspond).
+
+    A shared prefix cancels in DPO's margin anyway (same tokens, same context). After the first
+    difference the contexts differ, so shared tokens do not cancel: in the demo world's image pairs,
+    which differ in about 14 of 91 image tokens, they drowned the preference (DPO trained on swapped
+    pairs did as well as on the true ones; with them masked, far worse; README, "DPO")."""
+    a, b = chosen.tokens, rejected.tokens
+    if len(a) == len(b):
+        shared = {i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x == y}
+    else:
+        first = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+        shared = set(range(first))
+
+    def masked(ex: Example) -> Example:
+        return Example(ex.tokens, [IGNORE if i in shared else y for i, y in enumerate(ex.labels)], ex.kind)
+
+    return masked(chosen), masked(rejected)

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from emu3.configuration import to_dict
-from emu3.data.batches import pad, preference_pairs
+from emu3.data.batches import mask_shared_tokens, pad, preference_pairs
 from emu3.data.shards import Corpus
 from emu3.model.decoder import Emu3Decoder
 from emu3.recipes.common import DataConfig, autocast, compile_blocks, export_model
@@ -37,6 +37,9 @@ class DPOConfig:
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-6, min_lr=5e-7, warmup_steps=10))
     beta: float = 0.1
     nll_weight: float = 0.2  # weight of the next-token loss on chosen sequences (0 = plain DPO)
+    # True: no loss where chosen and rejected hold the same token (data.batches.mask_shared_tokens), so
+    # the margin and the NLL term count only the tokens that differ. For pairs of images of one grid.
+    mask_shared: bool = False
     steps: int = 100
     save_every: int = 50
     log_every: int = 10
@@ -89,9 +92,12 @@ def main(cfg: DPOConfig) -> Path:
     if ckpt is not None:
         state = load_checkpoint(ckpt, policy, optimizer)
     pairs = preference_pairs(list(Corpus(cfg.data.corpus)))
+    if cfg.mask_shared:
+        pairs = [mask_shared_tokens(c, r) for c, r in pairs]
     order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(cfg.data.seed)).tolist()
     log = MetricLogger(out / "metrics.jsonl", every=cfg.log_every)
-    print(f"DPO on {len(pairs)} preference pairs, beta {cfg.beta}, NLL weight {cfg.nll_weight}")
+    print(f"DPO on {len(pairs)} preference pairs, beta {cfg.beta}, NLL weight {cfg.nll_weight}"
+          + (", shared tokens masked" if cfg.mask_shared else ""))  # fmt: skip
 
     # ---- loop
     bar = progress_bar(cfg.steps, state.step, enabled=True)

@@ -64,3 +64,17 @@ def test_pad_and_preference_pairs():
     assert len(pairs) == 1
     with pytest.raises(ValueError, match="expected \\(chosen, rejected\\)"):
         preference_pairs([_ex(2, kind="rejected"), _ex(2, kind="chosen")])
+
+
+def test_mask_shared_tokens_keeps_loss_only_where_the_pair_differs():
+    from emu3.data.batches import mask_shared_tokens
+
+    chosen = Example([1, 2, 3, 4, 5], [-100, 2, 3, 4, 5], "chosen")
+    rejected = Example([1, 2, 9, 4, 8], [-100, 2, 9, 4, 8], "rejected")
+    c, r = mask_shared_tokens(chosen, rejected)
+    assert c.labels == [-100, -100, 3, -100, 5] and r.labels == [-100, -100, 9, -100, 8]
+    assert (c.tokens, c.kind, r.tokens, r.kind) == (chosen.tokens, "chosen", rejected.tokens, "rejected")
+    # unequal lengths: positions after the first difference do not correspond; only the prefix is masked
+    longer = Example([1, 2, 7, 4, 5, 6], [-100, 2, 7, 4, 5, 6], "rejected")
+    c, r = mask_shared_tokens(chosen, longer)
+    assert c.labels == [-100, -100, 3, 4, 5] and r.labels == [-100, -100, 7, 4, 5, 6]

@@ -87,3 +87,29 @@ def test_bad_configs_are_clear(world, tmp_path):
         load(TrainConfig, None, ["tokenizer=x"])
     with pytest.raises(ConfigError, match="unknown config key"):
         load(TrainConfig, "configs/pretrain/tiny.yaml", ["data.corpus=x", "tokenizer=y", "optim.lrr=1"])
+
+
+def test_dpo_with_shared_tokens_masked_scores_only_the_differing_token(world, pretrained, tmp_path):
+    """One pair that differs in one image token: with `mask_shared`, the first step's NLL term is that
+    token's negative log-probability under the starting model, computed here by hand."""
+    import torch
+
+    from emu3.convert.decoder import load_decoder
+
+    chosen = Corpus(world / "corpus", ("t2i",))[0]
+    k = len(chosen.tokens) - 6  # an image token near the end of the grid
+    rejected_tokens = list(chosen.tokens)
+    rejected_tokens[k] += 1 if chosen.tokens[k + 1] != chosen.tokens[k] + 1 else -1  # another visual code
+    labels = [-100 if y == -100 else t for y, t in zip(chosen.labels, rejected_tokens, strict=True)]
+    rejected = Example(rejected_tokens, labels)
+    write_shard(tmp_path / "prefs", "p", [Example(chosen.tokens, chosen.labels, "chosen"),
+                                          Example(rejected.tokens, rejected.labels, "rejected")])  # fmt: skip
+    cfg = load(dpo.DPOConfig, "configs/dpo/tiny.yaml",
+               [f"init={pretrained / 'model'}", f"data.corpus={tmp_path / 'prefs'}", f"out={tmp_path / 'run'}",
+                "steps=1", "data.batch_size=1", "mask_shared=true", "bf16=false"])  # fmt: skip
+    dpo.main(cfg)
+    model = load_decoder(pretrained / "model", dtype=torch.float32)
+    with torch.no_grad():
+        logits = model(torch.tensor([chosen.tokens]))[0, k - 1].float()
+    by_hand = -torch.log_softmax(logits, -1)[chosen.tokens[k]].item()
+    assert math.isclose(_metrics(tmp_path / "run")[0]["nll"], by_hand, rel_tol=1e-3)
