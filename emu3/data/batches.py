@@ -107,9 +107,8 @@ def mask_shared_tokens(chosen: Example, rejected: Example) -> tuple[Example, Exa
     common prefix only (beyond it, positions of unequal sequences do not correspond).
 
     A shared prefix cancels in DPO's margin anyway (same tokens, same context). After the first
-    difference the contexts differ, so shared tokens do not cancel: in the demo world's image pairs,
-    which differ in about 14 of 91 image tokens, they drowned the preference (DPO trained on swapped
-    pairs did as well as on the true ones; with them masked, far worse; README, "DPO")."""
+    difference the contexts differ, so shared tokens no longer cancel and only add noise to the margin;
+    the demo world's image pairs differ in about 14 of their 91 image tokens (README, "DPO")."""
     a, b = chosen.tokens, rejected.tokens
     if len(a) == len(b):
         shared = {i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x == y}
