@@ -2,14 +2,15 @@
 
     python benchmarks/dpo_controls.py --run runs/demo [--seeds 7,8 --n 500]
 
-From a `train-demo` run folder (its SFT model and its preference corpus), train DPO variants, each
-for one pass over its pairs (beta 0.1, NLL weight 0.2), and score text-to-image on the same held-out
-prompts and seeds as the SFT model (paired differences): every token of the two images counted (as
-train-demo did before `dpo_mask_shared`) or only the tokens where they differ (`mask_shared`), at
-train-demo's learning rate (5e-6) and at 4x, each also on the same pairs with chosen and rejected
-swapped. The swapped runs are the control: if DPO learns the preference, a swapped run must score
-lower than its unswapped twin, not the same. With `--on-policy-prompts N`, also pairs sampled from N
-3-object prompts (where the SFT model fails most) at the model's own temperature.
+From a `train-demo` run folder (its SFT model and its preference corpus), train DPO variants as
+train-demo's DPO stage does (one pass over the pairs, beta 0.1, NLL weight 0.2), and score
+text-to-image on the same held-out prompts and seeds as the SFT model (paired differences): every
+token of the two images counted (as train-demo does by default) or only the tokens where they differ
+(`mask_shared`), at train-demo's learning rate (5e-6) and at 4x, each also on the same pairs with
+chosen and rejected swapped. The swapped runs are the control: if DPO learns the preference, a
+swapped run must score lower than its unswapped twin, not the same. With `--on-policy-prompts N`,
+also pairs sampled from N 3-object prompts (where the SFT model fails most) at the model's own
+temperature.
 Writes benchmarks/results/dpo_controls.json.
 """
 
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import time
 from functools import partial
@@ -26,23 +26,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from emu3.data.batches import preference_pairs
 from emu3.data.shards import Corpus, Example, write_shard
 from emu3.eval import world
 from emu3.eval.stats import mean_se, paired_difference
 from emu3.generate.pipeline import Pipeline, PipelineConfig
 from emu3.recipes import dpo
-from emu3.recipes.common import DataConfig
-from emu3.recipes.train_demo import sample_preference_pairs, scene_score
-from emu3.train.optim import OptimConfig
+from emu3.recipes.train_demo import DemoConfig, dpo_config, sample_preference_pairs, scene_score
 from emu3.worlds import shapes
 
 
 def swapped(corpus: Path, out: Path) -> Path:
     """The same pairs with chosen and rejected exchanged."""
     if not (out / "meta.json").exists():
-        examples = list(Corpus(corpus))
         flipped = []
-        for chosen, rejected in zip(examples[::2], examples[1::2], strict=True):
+        for chosen, rejected in preference_pairs(list(Corpus(corpus))):
             flipped += [Example(rejected.tokens, rejected.labels, "chosen"),
                         Example(chosen.tokens, chosen.labels, "rejected")]  # fmt: skip
         write_shard(out, "pairs", flipped)
@@ -62,11 +60,9 @@ def on_policy_pairs(sft: Path, out: Path, prompts: int, objects: int, seed: int)
 
 
 def train(sft: Path, prefs: Path, out: Path, lr: float, masked: bool) -> Path:
+    """train-demo's DPO stage (one pass over `prefs`) at learning rate `lr`."""
     if not (out / "model" / "config.json").exists():
-        steps = max(1, math.ceil(len(Corpus(prefs)) // 2 / 8))
-        dpo.main(dpo.DPOConfig(init=str(sft), out=str(out), data=DataConfig(corpus=str(prefs), batch_size=8, seed=0),
-                               steps=steps, optim=OptimConfig(lr=lr, min_lr=lr / 10, warmup_steps=10), beta=0.1,
-                               nll_weight=0.2, mask_shared=masked, save_every=10_000, log_every=20))  # fmt: skip
+        dpo.main(dpo_config(DemoConfig(dpo_lr=lr, dpo_mask_shared=masked), sft, prefs, out))
     return out / "model"
 
 

@@ -35,10 +35,9 @@ def sampling_overrides(args: argparse.Namespace) -> dict:
     return changes
 
 
-def _loader(args: argparse.Namespace):
+def _loader(args: argparse.Namespace, changes: dict):
+    """Loads a model folder as a Pipeline, with the sampling `changes` (from `sampling_overrides`)."""
     from emu3.commands import load_pipeline
-
-    changes = sampling_overrides(args)
 
     def load(folder):
         pipe = load_pipeline(folder, None, args.device, args.dtype)
@@ -65,7 +64,8 @@ def run_demo(args: argparse.Namespace) -> int:
     from emu3.eval.report import scores_only, write_report
 
     torch.manual_seed(args.seed)
-    pipe = _loader(args)(args.model)
+    overrides = sampling_overrides(args)
+    pipe = _loader(args, overrides)(args.model)
     results, timings = {}, {}
     for task, n in DEMO_SIZES.items():
         start = time.perf_counter()
@@ -80,7 +80,6 @@ def run_demo(args: argparse.Namespace) -> int:
             k: round(v, 3) if isinstance(v, float) else v for k, v in scores_only({task: results[task]})[task].items()
         }
         print(f"{task:18s} {json.dumps(shown)}  ({timings[task]}s)", flush=True)
-    overrides = sampling_overrides(args)
     notes = [f"model: {args.model or 'shipped demo model'}; seed {args.seed}; seconds per task: {timings}"
              + (f"; sampling overridden: {overrides}" if overrides else ""),
              "Prompts and scenes use seeds the model was not trained on; `emu3 eval` measures with more."]  # fmt: skip
@@ -98,8 +97,9 @@ def run_eval(args: argparse.Namespace) -> int:
         models[name or (Path(folder).name if folder else "shipped")] = folder
     names = _task_names(args)
     tasks = {t: max(1, round(args.n * EVAL_SHARES[t])) if EVAL_SHARES[t] else 0 for t in names}
-    summary = suite.evaluate(_loader(args), models, tasks, seed=args.seed)
-    summary["sampling"] = sampling_overrides(args)  # empty: each model's own defaults
+    overrides = sampling_overrides(args)
+    summary = suite.evaluate(_loader(args, overrides), models, tasks, seed=args.seed)
+    summary["sampling"] = overrides  # empty: each model's own defaults
     out = suite.write(summary, args.output)
     print(suite.markdown(summary))
     print(f"written: {out.resolve()}/eval.json, eval.md, report.html")

@@ -195,13 +195,7 @@ def main(cfg: DemoConfig) -> Path:
     prefs = out / "preferences"
     if _stage("dpo-data", prefs / "meta.json", log):
         log["dpo_data"] = _preference_pairs(cfg, out / "sft" / "model", prefs)
-    pairs_per_step = 8
-    steps = max(1, math.ceil(cfg.dpo_epochs * (len(Corpus(prefs)) // 2) / pairs_per_step))
-    dpo_cfg = dpo.DPOConfig(init=str(out / "sft" / "model"), out=str(out / "dpo"),
-                            data=DataConfig(corpus=str(prefs), batch_size=pairs_per_step, seed=cfg.seed), steps=steps,
-                            optim=OptimConfig(lr=cfg.dpo_lr, min_lr=cfg.dpo_lr / 10, warmup_steps=10),
-                            beta=cfg.dpo_beta, nll_weight=0.2, mask_shared=cfg.dpo_mask_shared, save_every=100,
-                            log_every=20, threads=cfg.threads)  # fmt: skip
+    dpo_cfg = dpo_config(cfg, out / "sft" / "model", prefs, out / "dpo")
     if _stage("dpo", out / "dpo" / "model" / "config.json", log):
         dpo.main(dpo_cfg)
     log["seconds"]["dpo"] = round(time.perf_counter() - t0, 1)
@@ -271,6 +265,19 @@ def chat_config(sft_cfg: TrainConfig, cfg: DemoConfig) -> TrainConfig:
     examples only (questions, with the where-set when questions come first, and captions), for `chat_steps`."""
     return replace(sft_cfg, out=str(Path(sft_cfg.out).parent / "chat"), steps=cfg.chat_steps,
                    data=replace(sft_cfg.data, kinds=(qa_kind(cfg), *where_kinds(cfg), "i2t")))  # fmt: skip
+
+
+def dpo_config(cfg: DemoConfig, sft_dir: Path, prefs: Path, out: Path):
+    """DPO from the SFT model on the preference corpus `prefs`: `dpo_epochs` passes, 8 pairs a step."""
+    from emu3.recipes import dpo
+
+    pairs_per_step = 8
+    steps = max(1, math.ceil(cfg.dpo_epochs * (len(Corpus(prefs)) // 2) / pairs_per_step))
+    return dpo.DPOConfig(init=str(sft_dir), out=str(out),
+                         data=DataConfig(corpus=str(prefs), batch_size=pairs_per_step, seed=cfg.seed), steps=steps,
+                         optim=OptimConfig(lr=cfg.dpo_lr, min_lr=cfg.dpo_lr / 10, warmup_steps=10),
+                         beta=cfg.dpo_beta, nll_weight=0.2, mask_shared=cfg.dpo_mask_shared, save_every=100,
+                         log_every=20, threads=cfg.threads)  # fmt: skip
 
 
 def _world_records(cfg: DemoConfig) -> list[dict]:
