@@ -24,7 +24,6 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from emu3.data.batches import preference_pairs
 from emu3.data.shards import Corpus, Example, write_shard
@@ -67,7 +66,7 @@ def train(sft: Path, prefs: Path, out: Path, lr: float, masked: bool) -> Path:
 
 
 def score(folder: Path, seeds: list[int], n: int) -> tuple[list[float], dict]:
-    pipe = Pipeline.load(folder, dtype=torch.bfloat16)
+    pipe = Pipeline.load(folder)
     items, by_objects = [], []
     for seed in seeds:
         r = world.text_to_image(pipe, n=n, seed=seed)

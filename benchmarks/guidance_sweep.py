@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from emu3.commands import default_model_folder
 from emu3.eval import world
@@ -37,7 +36,7 @@ def main() -> None:
     temperatures = [float(t) for t in args.temperatures.split(",")]
     scales = [float(g) for g in args.guidance.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
-    pipe = Pipeline.load(folder, dtype=torch.bfloat16)
+    pipe = Pipeline.load(folder)
     started, rows = time.perf_counter(), []
     for temperature in temperatures:
         sampler = pipe.with_config(temperature=temperature)

@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from emu3.data.pretokenize import PretokenizeConfig, pretokenize
 from emu3.generate.pipeline import Pipeline
@@ -59,7 +58,7 @@ def main() -> None:
     args = p.parse_args()
 
     out = Path(args.out)
-    base = Pipeline.load(args.model, dtype=torch.bfloat16)
+    base = Pipeline.load(args.model)
     side = base.latent_size()[0] * base.vq.cfg.spatial_factor
     records = list(data.where_questions(args.scenes, seed=1, image_size=side))
     # One question per example, in both layouts: kinds "qa:where" (image first), "qa_first:where".
@@ -76,9 +75,7 @@ def main() -> None:
                           log_every=50, resume=False)  # fmt: skip
         sft.main(cfg)
         rows = [json.loads(line) for line in (out / name / "metrics.jsonl").read_text().splitlines()]
-        tuned = Pipeline.load(out / name / "model", dtype=torch.bfloat16).with_config(
-            question_first=first, question_twice=False
-        )
+        tuned = Pipeline.load(out / name / "model").with_config(question_first=first, question_twice=False)
         result[name] = {"accuracy": probe(tuned, args.probe_scenes, 0), "last_loss": rows[-1]["loss"],
                         "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
         print(name, result[name])

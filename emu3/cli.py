@@ -40,7 +40,12 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="model folder (default: the shipped demo model)")
     p.add_argument("--vq", default=None, help="vision tokenizer folder, if not inside --model (BAAI layout)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
-    p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"], help="decoder dtype (default: bf16)")
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "bf16", "fp32"],
+        help="decoder dtype (default: auto, bf16 where the device runs it fast, else fp32)",
+    )
     p.add_argument("--seed", type=int, default=None, help="sampling seed (default: random)")
     p.add_argument("--temperature", type=float, default=None, help="sampling temperature (0 = greedy)")
     p.add_argument("--top-k", type=int, default=None, help="top-k sampling (0 = off)")
@@ -90,9 +95,10 @@ def _add_generate_video(sub: argparse._SubParsersAction) -> None:
 
 
 def _chat(args: argparse.Namespace) -> int:
-    from emu3.commands import chat
+    from emu3.commands import chat, load_pipeline
 
-    return chat(_load_pipeline(args), args)
+    return chat(load_pipeline(args.model, args.vq, args.device, args.dtype, understanding=not args.generation_model),
+                args)  # fmt: skip
 
 
 def _add_chat(sub: argparse._SubParsersAction) -> None:
@@ -100,6 +106,9 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
     p.add_argument("image", nargs="?", default=None, help="image file (png/jpg/...)")
     p.add_argument("question", nargs="?", default=None, help="one question; omit it for an interactive chat")
     p.add_argument("--max-new-tokens", type=int, default=None, help="answer length limit")
+    p.add_argument("--generation-model", action="store_true",
+                   help="answer with the folder's generation model even when it holds an understanding model "
+                        "(<model>/chat, used by default)")  # fmt: skip
     _add_model_args(p)
     p.set_defaults(func=_chat)
 

@@ -8,9 +8,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
-
-DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 def default_model_folder() -> Path:
@@ -18,14 +15,19 @@ def default_model_folder() -> Path:
     return Path(__file__).resolve().parent / "assets" / "demo_model"
 
 
-def load_pipeline(model: str | None, vq: str | None, device: str, dtype: str):
-    from emu3.generate.pipeline import Pipeline
+def load_pipeline(model: str | None, vq: str | None, device: str, dtype: str, understanding: bool = False):
+    """The model folder (default: the shipped one) as a Pipeline. With `understanding`, its understanding
+    model (`<folder>/chat`, Emu3-Chat) if it holds one, else the folder's model itself."""
+    from emu3.generate.pipeline import Pipeline, chat_model_folder
+    from emu3.model.precision import compute_dtype
 
     folder = Path(model) if model else default_model_folder()
     if not folder.is_dir():
         hint = "" if model else " (the shipped demo model is missing: run `emu3 train-demo` or pass --model)"
         raise SystemExit(f"model folder not found: {folder}{hint}")
-    return Pipeline.load(folder, vq_folder=vq, dtype=DTYPES[dtype], device=device)
+    if understanding and vq is None:
+        folder = chat_model_folder(folder) or folder
+    return Pipeline.load(folder, vq_folder=vq, dtype=compute_dtype(dtype, device), device=device)
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:

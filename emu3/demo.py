@@ -60,17 +60,22 @@ def _task_names(args: argparse.Namespace) -> tuple[str, ...]:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    from emu3.commands import default_model_folder
     from emu3.eval import world
     from emu3.eval.report import scores_only, write_report
+    from emu3.generate.pipeline import chat_model_folder
 
     torch.manual_seed(args.seed)
     overrides = sampling_overrides(args)
-    pipe = _loader(args, overrides)(args.model)
+    load = _loader(args, overrides)
+    pipe = load(args.model)
+    chat = chat_model_folder(args.model or default_model_folder())
+    reader = load(str(chat)) if chat is not None else pipe  # answers and captions: the understanding model
     results, timings = {}, {}
     for task, n in DEMO_SIZES.items():
         start = time.perf_counter()
         try:
-            results[task] = world.TASKS[task](pipe, n=n, seed=args.seed)
+            results[task] = world.TASKS[task](reader if task in world.UNDERSTANDING else pipe, n=n, seed=args.seed)
         except ImportError as err:  # e.g. the digits tasks without scikit-learn
             print(f"skipping {task}: {err}")
             continue
@@ -80,7 +85,9 @@ def run_demo(args: argparse.Namespace) -> int:
             k: round(v, 3) if isinstance(v, float) else v for k, v in scores_only({task: results[task]})[task].items()
         }
         print(f"{task:18s} {json.dumps(shown)}  ({timings[task]}s)", flush=True)
-    notes = [f"model: {args.model or 'shipped demo model'}; seed {args.seed}; seconds per task: {timings}"
+    notes = [f"model: {args.model or 'shipped demo model'}"
+             + (f" (answers and captions: its understanding model, {chat.name}/)" if chat is not None else "")
+             + f"; seed {args.seed}; seconds per task: {timings}"
              + (f"; sampling overridden: {overrides}" if overrides else ""),
              "Prompts and scenes use seeds the model was not trained on; `emu3 eval` measures with more."]  # fmt: skip
     path = write_report(results, Path(args.output) / "report.html", title="Emu3 demo world: every task", notes=notes)
@@ -88,17 +95,36 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def eval_models(specs: list[str] | None) -> tuple[dict[str, str | None], dict[str, tuple[str, ...]]]:
+    """--model [NAME=]FOLDER specs -> (name -> folder, name -> the only tasks it is scored on). A folder
+    holding an understanding model (<folder>/chat) adds it right after, as NAME-chat, on the
+    understanding tasks."""
+    from emu3.commands import default_model_folder
+    from emu3.eval.world import UNDERSTANDING
+    from emu3.generate.pipeline import chat_model_folder
+
+    models: dict[str, str | None] = {}
+    only: dict[str, tuple[str, ...]] = {}
+    for spec in specs or [None]:
+        name, _, folder = (spec or "").rpartition("=") if spec and "=" in spec else ("", "", spec)
+        name = name or (Path(folder).name if folder else "shipped")
+        if name in models:
+            raise SystemExit(f"--model: the name {name!r} is given twice; name them, e.g. --model a=FOLDER")
+        models[name] = folder
+        chat = chat_model_folder(folder or default_model_folder())
+        if chat is not None:
+            models[f"{name}-chat"], only[f"{name}-chat"] = str(chat), UNDERSTANDING
+    return models, only
+
+
 def run_eval(args: argparse.Namespace) -> int:
     from emu3.eval import suite
 
-    models: dict[str, str | None] = {}
-    for spec in args.model or [None]:
-        name, _, folder = (spec or "").rpartition("=") if spec and "=" in spec else ("", "", spec)
-        models[name or (Path(folder).name if folder else "shipped")] = folder
+    models, only = eval_models(args.model)
     names = _task_names(args)
     tasks = {t: max(1, round(args.n * EVAL_SHARES[t])) if EVAL_SHARES[t] else 0 for t in names}
     overrides = sampling_overrides(args)
-    summary = suite.evaluate(_loader(args, overrides), models, tasks, seed=args.seed)
+    summary = suite.evaluate(_loader(args, overrides), models, tasks, seed=args.seed, only=only)
     summary["sampling"] = overrides  # empty: each model's own defaults
     out = suite.write(summary, args.output)
     print(suite.markdown(summary))
@@ -114,7 +140,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     for p, name in ((demo, "demo"), (ev, "eval")):
         p.add_argument("-o", "--output", default=f"emu3-{name}", help="output folder")
         p.add_argument("--device", default="cpu")
-        p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
+        p.add_argument(
+            "--dtype",
+            default="auto",
+            choices=["auto", "bf16", "fp32"],
+            help="decoder dtype (default: auto, bf16 where the device runs it fast, else fp32)",
+        )
         p.add_argument("--seed", type=int, default=0)
         p.add_argument(
             "--guidance",

@@ -18,14 +18,18 @@ from emu3.eval.stats import mean_se, paired_difference
 
 def evaluate(
     load: Callable[[str | None], object], models: dict[str, str | None], tasks: dict[str, int], *, seed: int = 0,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = print, only: dict[str, tuple[str, ...]] | None = None,
 ) -> dict:  # fmt: skip
-    """Scores of every task (name -> n) for every model (name -> folder); `load(folder)` gives a Pipeline."""
+    """Scores of every task (name -> n) for every model (name -> folder); `load(folder)` gives a Pipeline.
+    `only` limits some models to some tasks (e.g. an understanding model to the understanding tasks)."""
     results: dict[str, dict] = {}
     for name, folder in models.items():
+        mine = {t: n for t, n in tasks.items() if t in (only or {}).get(name, tasks)}
+        if not mine:
+            continue
         pipe = load(folder)
         results[name] = {}
-        for task, n in tasks.items():
+        for task, n in mine.items():
             start = time.perf_counter()
             try:
                 r = world.TASKS[task](pipe, n=n, seed=seed)
@@ -50,7 +54,7 @@ def comparisons(results: dict[str, dict]) -> list[dict]:
             out.append({"what": f"{name}: CFG - no CFG", "task": "text_to_image", **d})
     names = list(results)
     for before, after in zip(names, names[1:], strict=False):
-        for task in ("text_to_image", "compositional", "digits"):
+        for task in ("text_to_image", "compositional", "digits", *world.UNDERSTANDING):
             if task in results[before] and task in results[after]:
                 d = paired_difference(results[after][task]["items"], results[before][task]["items"])
                 out.append({"what": f"{after} - {before}", "task": task, **d})

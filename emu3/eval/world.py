@@ -190,6 +190,8 @@ HEADLINE: dict[str, tuple[str, bool]] = {
     "captioning": ("exact", True), "video": ("error_px", False), "video_extension": ("error_px", False),
     "vq_round_trip": ("overall", True),
 }  # fmt: skip
+# Tasks that read images and answer in text: the ones an understanding model (Emu3-Chat) is scored on.
+UNDERSTANDING: tuple[str, ...] = ("vqa", "captioning", "digit_recognition")
 SUITES: dict[str, tuple[str, ...]] = {
     "world": ("text_to_image", "text_to_image_no_cfg", "compositional", "vqa", "captioning", "video_extension",
               "video", "vq_round_trip"),

@@ -31,6 +31,17 @@ from emu3.tokens.text import TextTokenizer
 from emu3.vision.vq import VQModel
 
 PIPELINE_FILE = "emu3_pipeline.json"
+# A generation model's folder may hold an understanding model (the paper's Emu3-Chat, post-trained from
+# the same pretrained model) in this sub-folder; it shares its parent's vision tokenizer.
+CHAT_FOLDER = "chat"
+
+
+def chat_model_folder(folder: str | Path) -> Path | None:
+    """`folder`/chat when the model folder holds an understanding model beside its generation model."""
+    sub = Path(folder) / CHAT_FOLDER
+    return sub if (sub / "config.json").is_file() else None
+
+
 Progress = Callable[[int, int], None]  # (tokens done, tokens total)
 
 
@@ -58,6 +69,9 @@ class PipelineConfig:
     # layout): for models fine-tuned that way, such as the demo model (pretokenize's `question_first`).
     question_first: bool = False
     question_twice: bool = False  # with question_first: the question again after the image
+    # Where the vision tokenizer is, relative to this folder, when the folder holds only a decoder: an
+    # understanding model (Emu3-Chat) exported beside its generation model shares that model's VQ ("..").
+    vq_folder: str = ""
 
     @classmethod
     def read(cls, folder: str | Path) -> PipelineConfig:
@@ -112,19 +126,28 @@ class Pipeline:
         folder: str | Path,
         *,
         vq_folder: str | Path | None = None,
-        dtype: torch.dtype | None = torch.bfloat16,
+        dtype: torch.dtype | str | None = "auto",
         vq_dtype: torch.dtype = torch.float32,
         device: str | torch.device = "cpu",
     ) -> Pipeline:
-        """Decoder and tokenizer from `folder`; the VQ from `vq_folder`, or from `folder` when it is a
-        transformers Emu3ForConditionalGeneration (BAAI ships the VQ as a separate folder)."""
+        """Decoder and tokenizer from `folder`; the VQ from `vq_folder`, else from the folder its pipeline
+        defaults name (`PipelineConfig.vq_folder`, relative to `folder`), else from `folder` itself when it
+        is a transformers Emu3ForConditionalGeneration (BAAI ships the VQ as a separate folder). The
+        decoder's `dtype`: "auto" (bf16 where `device` runs it fast, else fp32), a torch dtype, or None
+        (as stored)."""
         from emu3.convert.decoder import load_decoder
         from emu3.convert.vq import load_vision_tokenizer
+        from emu3.model.precision import compute_dtype
         from emu3.tokens.text import load_text_tokenizer
 
+        if isinstance(dtype, str):
+            dtype = compute_dtype(dtype, device)
+
+        cfg = PipelineConfig.read(folder)
         decoder = load_decoder(folder, dtype=dtype, device=device)
-        vq = load_vision_tokenizer(vq_folder or folder, dtype=vq_dtype, device=device)
-        return cls(decoder, vq, load_text_tokenizer(folder), PipelineConfig.read(folder))
+        vq_source = vq_folder or (Path(folder) / cfg.vq_folder if cfg.vq_folder else folder)
+        vq = load_vision_tokenizer(vq_source, dtype=vq_dtype, device=device)
+        return cls(decoder, vq, load_text_tokenizer(folder), cfg)
 
     def save(self, folder: str | Path) -> Path:
         """One folder with everything `Pipeline.load` needs: a transformers Emu3ForConditionalGeneration

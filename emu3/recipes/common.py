@@ -62,7 +62,7 @@ class TrainConfig:
     save_every: int = 50
     log_every: int = 10
     resume: bool = True  # continue from the run's latest checkpoint if there is one
-    bf16: bool = True  # bf16 autocast (about 5x faster matmuls on AVX512-BF16 CPUs)
+    bf16: bool = True  # bf16 autocast where bf16 is fast (GPUs, AVX-512 CPUs; model/precision.py), else fp32
     activation_checkpointing: bool = False
     # torch.compile each decoder Block in place (`block.compile()`: state_dict keys unchanged, no
     # `_orig_mod.`). Per block, compile stays short (one graph, reused by every layer of the same
@@ -140,7 +140,10 @@ class LMObjective(nn.Module):
 
 
 def autocast(enabled: bool, device: str):
-    if not enabled:
+    """bf16 autocast when `enabled` and bf16 is fast on `device` (model/precision.py); else fp32."""
+    from emu3.model.precision import bf16_is_fast
+
+    if not (enabled and bf16_is_fast(device)):
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)
 

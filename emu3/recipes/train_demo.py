@@ -29,6 +29,7 @@ import torch
 
 from emu3.configuration import load
 from emu3.data.shards import Corpus
+from emu3.generate.pipeline import CHAT_FOLDER
 from emu3.recipes.common import DataConfig, ModelConfig, TrainConfig
 from emu3.train.losses import LossWeights
 from emu3.train.optim import OptimConfig
@@ -102,12 +103,19 @@ class DemoConfig:
     where_scenes: int = 4000
     sft_where_weight: int = 3
     sft_t2i_weight: int = 1  # the same for the text-to-image examples
-    # > 0: also an understanding-only fine-tune of the pretrained model on questions and captions (the
-    # paper's Emu3-Chat beside Emu3-Gen), exported to <out>/chat-model. Off by default: 600 steps take
-    # about 10 minutes, beyond train-demo's hour. Measured on the previous, whole-image-tokenizer model
-    # (README): VQA 0.804 against its SFT model's 0.704, captioning and digit recognition kept,
-    # text-to-image lost (0.307 against 0.403).
+    # > 0: also an understanding-only fine-tune (the paper's Emu3-Chat beside Emu3-Gen), exported inside
+    # the model folder as chat/, which `emu3 chat`, `emu3 demo` and `emu3 eval` answer with. It starts
+    # from the `chat_from` stage's model ("dpo": the generation model; "pretrain" or "sft"), at the SFT
+    # learning rate, on questions in the recipe's layout (with the where-set when they come first),
+    # captions and `chat_digit_weight` times the moved digits; no text-to-image. Off by default: it does
+    # not fit in train-demo's hour (README, "Where" and "Emu3-Chat").
     chat_steps: int = 0
+    chat_from: str = "dpo"
+    chat_digit_weight: int = 2
+    # torch.compile each decoder block for pretraining and the fine-tunes (+17% tokens/s in
+    # benchmarks/train_throughput.json, after about 30 s of compiling per stage). Off: the shipped
+    # model was trained without it.
+    compile: bool = False
     # 800, not 960 as before, to pay for the moved digits' tokens: from the same SFT model (seed 7, n=500)
     # 800 prompts (430 pairs) scored 0.902 on text-to-image, 960 (475 pairs) 0.886, SFT 0.900.
     dpo_prompts: int = 800
@@ -175,7 +183,7 @@ def main(cfg: DemoConfig) -> Path:
                         kinds=PRETRAIN_KINDS),
         optim=OptimConfig(lr=cfg.pretrain_lr, min_lr=cfg.pretrain_lr / 10, warmup_steps=50),
         loss=LossWeights(text=1.0, vision=0.5), steps=cfg.pretrain_steps, save_every=250, log_every=50,
-        seed=cfg.seed, threads=cfg.threads,
+        seed=cfg.seed, threads=cfg.threads, compile=cfg.compile,
     )  # fmt: skip
     if _stage("pretrain", out / "pretrain" / "model" / "config.json", log):
         pretrain.main(base)
@@ -211,8 +219,8 @@ def main(cfg: DemoConfig) -> Path:
     final = Path(cfg.export) if cfg.export else out / "model"
     _export(out / "dpo" / "model", final, cfg)
     if cfg.chat_steps > 0:
-        _export(out / "chat" / "model", out / "chat-model", cfg)
-        print(f"understanding model written to {out / 'chat-model'}")
+        export_chat(out / "chat" / "model", final, cfg)
+        print(f"understanding model written to {final / CHAT_FOLDER}")
     log["seconds"]["total"] = round(time.perf_counter() - started, 1)
     for stage in ("pretrain", "sft", "dpo"):
         metrics = out / stage / "metrics.jsonl"
@@ -260,11 +268,19 @@ def sft_config(pretrain_cfg: TrainConfig, cfg: DemoConfig) -> TrainConfig:
                    data=replace(pretrain_cfg.data, kinds=kinds), save_every=100)  # fmt: skip
 
 
+CHAT_FROM = ("pretrain", "sft", "dpo")
+
+
 def chat_config(sft_cfg: TrainConfig, cfg: DemoConfig) -> TrainConfig:
-    """The understanding-only fine-tune: the SFT stage (same start, same learning rate) on image -> text
-    examples only (questions, with the where-set when questions come first, and captions), for `chat_steps`."""
-    return replace(sft_cfg, out=str(Path(sft_cfg.out).parent / "chat"), steps=cfg.chat_steps,
-                   data=replace(sft_cfg.data, kinds=(qa_kind(cfg), *where_kinds(cfg), "i2t")))  # fmt: skip
+    """The understanding-only fine-tune: from the `chat_from` stage's model at the SFT learning rate, on
+    image -> text examples only, for `chat_steps`: the questions (as SFT asks them, with the where-set
+    when questions come first), captions and `chat_digit_weight` times the moved digits."""
+    if cfg.chat_from not in CHAT_FROM:
+        raise ValueError(f"chat_from={cfg.chat_from!r}: expected one of {', '.join(CHAT_FROM)}")
+    out = Path(sft_cfg.out).parent
+    moved = ("i2t:aug",) * cfg.chat_digit_weight if cfg.use_digits and cfg.digit_augment else ()
+    return replace(sft_cfg, out=str(out / "chat"), init=str(out / cfg.chat_from / "model"), steps=cfg.chat_steps,
+                   data=replace(sft_cfg.data, kinds=(qa_kind(cfg), *where_kinds(cfg), "i2t", *moved)))  # fmt: skip
 
 
 def dpo_config(cfg: DemoConfig, sft_dir: Path, prefs: Path, out: Path):
@@ -330,7 +346,7 @@ def where_kinds(cfg: DemoConfig) -> tuple[str, ...]:
     return ("qa_first:where",) * cfg.sft_where_weight if cfg.question_first and cfg.where_scenes else ()
 
 
-def _write_pipeline_defaults(model_dir: Path, cfg: DemoConfig, fine_tuned: bool = True) -> None:
+def _write_pipeline_defaults(model_dir: Path, cfg: DemoConfig, fine_tuned: bool = True, vq_folder: str = "") -> None:
     """Generation defaults; a model that was not fine-tuned is asked in the layout pretraining used."""
     from emu3.generate.pipeline import PipelineConfig
 
@@ -346,6 +362,7 @@ def _write_pipeline_defaults(model_dir: Path, cfg: DemoConfig, fine_tuned: bool 
         max_answer_tokens=48,
         question_first=cfg.question_first and fine_tuned,
         question_twice=cfg.question_twice and fine_tuned,
+        vq_folder=vq_folder,
     )
     defaults.write(model_dir)
 
@@ -367,9 +384,10 @@ def sample_preference_pairs(
     written as a preference corpus to `out`."""
     from emu3.data.shards import Example, write_shard
     from emu3.generate.pipeline import Pipeline
+    from emu3.model.precision import compute_dtype
     from emu3.tokens import templates
 
-    pipe = Pipeline.load(model_dir, dtype=torch.bfloat16).with_config(temperature=temperature)
+    pipe = Pipeline.load(model_dir, dtype=compute_dtype("auto")).with_config(temperature=temperature)
     h, w = pipe.latent_size()
     pairs, scores_all = [], []
     for i in range(0, len(prompts), 8):
@@ -439,8 +457,28 @@ def _score(s: dict[str, float]) -> float:
     return s["overall"] + 0.5 * s["position"] + 0.25 * s["colour"] + 0.25 * s["count"]
 
 
+def export_chat(src: Path, model_dir: Path, cfg: DemoConfig) -> Path:
+    """The understanding model `src` into `model_dir`/chat: its bf16 decoder and tokenizer, no vision
+    tokenizer (its pipeline defaults point at the parent's, which it was trained with)."""
+    from emu3.convert.decoder import load_decoder, save_decoder
+    from emu3.tokens.text import load_text_tokenizer
+
+    dst = Path(model_dir) / CHAT_FOLDER
+    tok = load_text_tokenizer(src)
+    s = tok.special
+    save_decoder(load_decoder(src, dtype=torch.float32), dst, bos_id=s.bos, eos_id=s.eos, pad_id=s.pad,
+                 dtype=torch.bfloat16)  # fmt: skip
+    tok.save(dst)
+    _write_pipeline_defaults(dst, cfg, vq_folder="..")
+    return dst
+
+
 def _export(src: Path, dst: Path, cfg: DemoConfig) -> None:
-    """Copy the final model with bf16 decoder weights (the shipped size) and the generation defaults."""
+    """Copy the final model with bf16 decoder weights and the generation defaults. The vision tokenizer's
+    encoder stays fp32 (its codes must not move: rounding its weights to bf16 changed 9% of the shipped
+    tokenizer's codes on 200 scenes) and its pixel decoder is stored in bf16 (decoded pixels moved by
+    0.0007 on average, 0.021 at most, on a -1..1 scale), which leaves room for an understanding model in the
+    30 MB budget."""
     from emu3.convert.decoder import load_decoder, save_decoder, vocabulary_map
     from emu3.convert.vq import load_vision_tokenizer, vq_config_to_hf, vq_state_dict_to_hf
     from emu3.tokens.text import load_text_tokenizer
@@ -450,8 +488,10 @@ def _export(src: Path, dst: Path, cfg: DemoConfig) -> None:
     vq = load_vision_tokenizer(src)
     s = tok.special
     names = {i: tok.special_name(i) for i in range(s.pad, s.visual_start)}
+    vq_state = {k: v.to(torch.bfloat16) if k.startswith("decoder.") and v.is_floating_point() else v
+                for k, v in vq_state_dict_to_hf(vq).items()}  # fmt: skip
     save_decoder(decoder, dst, bos_id=s.bos, eos_id=s.eos, pad_id=s.pad, dtype=torch.bfloat16,
-                 vq_state=vq_state_dict_to_hf(vq), vq_config=vq_config_to_hf(vq.cfg),
+                 vq_state=vq_state, vq_config=vq_config_to_hf(vq.cfg),
                  vocabulary_map=vocabulary_map(names, s.visual_start, s.codebook_size))  # fmt: skip
     tok.save(dst)
     _write_pipeline_defaults(dst, cfg)

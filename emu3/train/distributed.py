@@ -60,7 +60,8 @@ def wrap_model(model: nn.Module, mode: str, *, bf16: bool = False) -> nn.Module:
     if mode == "fsdp":
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-        policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16 if bf16 else None, reduce_dtype=torch.float32)
+        param_dtype = torch.bfloat16 if bf16 and _fast_bf16() else None
+        policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
         for block in getattr(model, "blocks", []):
             fully_shard(block, mp_policy=policy)
         fully_shard(model, mp_policy=policy)
@@ -97,3 +98,9 @@ def barrier(info: DistInfo) -> None:
 def teardown(info: DistInfo) -> None:
     if info.world_size > 1 and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def _fast_bf16() -> bool:
+    from emu3.model.precision import bf16_is_fast
+
+    return bf16_is_fast("cuda" if torch.cuda.is_available() else "cpu")

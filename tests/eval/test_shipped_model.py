@@ -10,24 +10,23 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_shipped_model_loads_and_generates():
-    import torch
 
     from emu3.generate.pipeline import Pipeline
 
-    pipe = Pipeline.load(default_model_folder(), dtype=torch.bfloat16)
+    pipe = Pipeline.load(default_model_folder())
     image = pipe.text_to_image("a small red circle in the top left", seed=0)[0]
     assert image.shape == (72, 72, 3)  # the demo world's 72 px (3x3 layout cells of 3x3 codes)
-    assert sum(f.stat().st_size for f in default_model_folder().iterdir()) <= 30 * 2**20  # the shipped budget
+    shipped = sum(f.stat().st_size for f in default_model_folder().rglob("*") if f.is_file())
+    assert shipped <= 30 * 2**20  # the shipped budget, the understanding model (chat/) included
     assert isinstance(pipe.ask(image, "how many objects are there?"), str)
 
 
 def test_shipped_vision_tokenizer_keeps_scenes_intact():
-    import torch
 
     from emu3.eval import world
     from emu3.generate.pipeline import Pipeline
 
-    pipe = Pipeline.load(default_model_folder(), dtype=torch.bfloat16)
+    pipe = Pipeline.load(default_model_folder())
     result = world.vq_round_trip(pipe, n=48)
     assert result["overall"] >= 0.85 and result["colour"] >= 0.95  # measured 0.98 / 0.99 on 200 scenes
 

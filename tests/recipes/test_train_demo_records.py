@@ -60,13 +60,16 @@ def test_the_chat_fine_tune_starts_from_the_pretrained_model_on_image_to_text_ex
         steps=900,
         data=DataConfig(corpus="runs/d/tokens", seq_len=64),
     )
-    cfg = DemoConfig(chat_steps=40, pretrain_lr=3e-3, question_first=True)
+    cfg = DemoConfig(chat_steps=40, pretrain_lr=3e-3, question_first=True, chat_from="pretrain")
     chat = chat_config(sft_config(base, cfg), cfg)
     assert (chat.init, chat.out, chat.steps) == ("runs/d/pretrain/model", "runs/d/chat", 40)
-    assert chat.data.kinds == ("qa_first",) + ("qa_first:where",) * 3 + ("i2t",)
+    assert chat.data.kinds == ("qa_first",) + ("qa_first:where",) * 3 + ("i2t",) + ("i2t:aug",) * 2
     assert chat.data.corpus == "runs/d/tokens" and chat.data.seq_len == 64
-    plain = DemoConfig(chat_steps=40)
-    assert chat_config(sft_config(base, plain), plain).data.kinds == ("qa", "i2t")  # BAAI's layout
+    plain = DemoConfig(chat_steps=40, chat_digit_weight=1)  # BAAI's layout, from the generation model
+    plain_chat = chat_config(sft_config(base, plain), plain)
+    assert plain_chat.data.kinds == ("qa", "i2t", "i2t:aug") and plain_chat.init == "runs/d/dpo/model"
+    with pytest.raises(ValueError, match="chat_from"):
+        chat_config(sft_config(base, plain), DemoConfig(chat_from="gen"))
     assert chat.optim.lr == 1e-3 and base.init is None  # the SFT stage's rate; the base config is untouched
 
 
