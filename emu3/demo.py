@@ -3,6 +3,9 @@
 emu3 demo                              # the shipped model, a small sample of each task, under 2 minutes on CPU
 emu3 eval --suite all                  # the measured table (JSON + markdown + HTML) on the shipped model
 emu3 eval --model sft=runs/demo/sft/model --model dpo=runs/demo/model   # paired comparison of checkpoints
+
+A model folder that holds an understanding model (<folder>/chat, Emu3-Chat beside Emu3-Gen) answers
+and captions with it: `emu3 demo` uses it for those tasks, `emu3 eval` adds it as NAME-chat.
 """
 
 from __future__ import annotations
@@ -157,7 +160,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--top-k", type=int, default=None, help="sampling top-k (default: the model's)")
     demo.add_argument("--model", default=None, help="model folder (default: the shipped demo model)")
     ev.add_argument("--model", action="append", metavar="[NAME=]FOLDER",
-                    help="model folder, repeatable for a paired comparison (default: the shipped model)")  # fmt: skip
+                    help="model folder, repeatable for a paired comparison (default: the shipped model); "
+                         "one holding an understanding model (FOLDER/chat) adds it as NAME-chat")  # fmt: skip
     ev.add_argument("--suite", default="all", choices=[*SUITES, "all"], help="which tasks (default: all)")
     ev.add_argument(
         "--tasks",

@@ -105,12 +105,15 @@ class DemoConfig:
     sft_t2i_weight: int = 1  # the same for the text-to-image examples
     # > 0: also an understanding-only fine-tune (the paper's Emu3-Chat beside Emu3-Gen), exported inside
     # the model folder as chat/, which `emu3 chat`, `emu3 demo` and `emu3 eval` answer with. It starts
-    # from the `chat_from` stage's model ("dpo": the generation model; "pretrain" or "sft"), at the SFT
-    # learning rate, on questions in the recipe's layout (with the where-set when they come first),
-    # captions and `chat_digit_weight` times the moved digits; no text-to-image. Off by default: it does
-    # not fit in train-demo's hour (README, "Where" and "Emu3-Chat").
+    # from the `chat_from` stage's model ("dpo": the generation model; "pretrain" or "sft") at the SFT
+    # learning rate, on image -> text examples only: the questions (with `chat_question_first`, each
+    # question before and again after its image, plus the where-set `sft_where_weight` times; else as
+    # SFT asks them), captions and `chat_digit_weight` times the moved digits. Off by default: the
+    # shipped chat/ came from `chat_steps=300`, about 6 minutes more than train-demo's hour (README,
+    # "Emu3-Chat").
     chat_steps: int = 0
     chat_from: str = "dpo"
+    chat_question_first: bool = True
     chat_digit_weight: int = 2
     # torch.compile each decoder block for pretraining and the fine-tunes (+17% tokens/s in
     # benchmarks/train_throughput.json, after about 30 s of compiling per stage). Off: the shipped
@@ -279,8 +282,10 @@ def chat_config(sft_cfg: TrainConfig, cfg: DemoConfig) -> TrainConfig:
         raise ValueError(f"chat_from={cfg.chat_from!r}: expected one of {', '.join(CHAT_FROM)}")
     out = Path(sft_cfg.out).parent
     moved = ("i2t:aug",) * cfg.chat_digit_weight if cfg.use_digits and cfg.digit_augment else ()
+    first = replace(cfg, question_first=True) if chat_asks_first(cfg) else cfg
+    questions = (qa_kind(first), *where_kinds(first))
     return replace(sft_cfg, out=str(out / "chat"), init=str(out / cfg.chat_from / "model"), steps=cfg.chat_steps,
-                   data=replace(sft_cfg.data, kinds=(qa_kind(cfg), *where_kinds(cfg), "i2t", *moved)))  # fmt: skip
+                   data=replace(sft_cfg.data, kinds=(*questions, "i2t", *moved)))  # fmt: skip
 
 
 def dpo_config(cfg: DemoConfig, sft_dir: Path, prefs: Path, out: Path):
@@ -322,7 +327,7 @@ def _tokenize_world(cfg: DemoConfig, vq_dir: Path, tok_dir: Path, corpus: Path) 
     # Fine-tuning-only records go after the world's, which keep their indices and shards.
     if cfg.use_digits and cfg.digit_augment:
         records += list(data.digit_readings(cfg.digit_augment, seed=cfg.seed, image_size=cfg.image_size))
-    if cfg.question_first and cfg.where_scenes:
+    if asks_first(cfg) and cfg.where_scenes:
         records += list(data.where_questions(cfg.where_scenes, seed=cfg.seed, image_size=cfg.image_size))
     texts += ["You are a helpful assistant. USER: ASSISTANT:"] * 50
     tok = train_text_tokenizer(texts, cfg.text_vocab, vq.cfg.codebook_size)
@@ -330,10 +335,30 @@ def _tokenize_world(cfg: DemoConfig, vq_dir: Path, tok_dir: Path, corpus: Path) 
     # Eight images per VQ call: the same codes as 64 (each image's do not depend on its batch), in half the
     # time on a CPU (measured: 3.9 ms an image against 8.1 ms; bigger batches outgrow the caches).
     pcfg = PretokenizeConfig(understanding=0.3, null_caption=0.1, shard_size=4000, batch_size=8,
-                             qa_per_example=cfg.qa_per_image, question_first=cfg.question_first,
-                             question_twice=cfg.question_twice)  # fmt: skip
+                             qa_per_example=cfg.qa_per_image, question_first=asks_first(cfg),
+                             question_twice=asks_twice(cfg))  # fmt: skip
     stats = pretokenize(records, corpus, vq, tok, pcfg)
     print(f"tokenised {stats['records']} records into {stats['examples']} examples ({stats['skipped']} skipped)")
+
+
+def chat_asks_first(cfg: DemoConfig) -> bool:
+    """Whether the understanding model reads each question before and after its image."""
+    return cfg.chat_steps > 0 and cfg.chat_question_first
+
+
+def asks_first(cfg: DemoConfig) -> bool:
+    """Whether the corpus also holds each question before its image (kind "qa_first") and the where-set."""
+    return cfg.question_first or chat_asks_first(cfg)
+
+
+def asks_twice(cfg: DemoConfig) -> bool:
+    """Whether those questions are asked again after the image (always when the chat model reads them)."""
+    if chat_asks_first(cfg) and cfg.question_first and not cfg.question_twice:
+        raise ValueError(
+            "chat_question_first asks each question twice, and SFT would read the same examples: "
+            "set question_twice=true with question_first=true, or chat_question_first=false"
+        )
+    return cfg.question_twice or chat_asks_first(cfg)
 
 
 def qa_kind(cfg: DemoConfig) -> str:
@@ -469,7 +494,8 @@ def export_chat(src: Path, model_dir: Path, cfg: DemoConfig) -> Path:
     save_decoder(load_decoder(src, dtype=torch.float32), dst, bos_id=s.bos, eos_id=s.eos, pad_id=s.pad,
                  dtype=torch.bfloat16)  # fmt: skip
     tok.save(dst)
-    _write_pipeline_defaults(dst, cfg, vq_folder="..")
+    asked = replace(cfg, question_first=True, question_twice=asks_twice(cfg)) if chat_asks_first(cfg) else cfg
+    _write_pipeline_defaults(dst, asked, vq_folder="..")
     return dst
 
 

@@ -73,3 +73,12 @@ def test_demo_answers_with_the_chat_model(folders, tmp_path, monkeypatch):
     monkeypatch.setattr(demo, "DEMO_SIZES", {"text_to_image": 1, "vqa": 1})
     assert main(["demo", "--model", str(gen), "-o", str(tmp_path), "--dtype", "fp32"]) == 0
     assert "understanding model, chat/" in (tmp_path / "report.html").read_text()
+
+
+def test_a_question_first_chat_model_is_asked_that_way(folders, tmp_path):
+    from emu3.generate.pipeline import PipelineConfig
+
+    _, src = folders
+    chat = export_chat(src, tmp_path, DemoConfig(image_size=32, chat_steps=5))  # chat_question_first by default
+    cfg = PipelineConfig.read(chat)
+    assert (cfg.question_first, cfg.question_twice, cfg.vq_folder) == (True, True, "..")

@@ -21,6 +21,18 @@ def test_shipped_model_loads_and_generates():
     assert isinstance(pipe.ask(image, "how many objects are there?"), str)
 
 
+def test_shipped_understanding_model_answers_with_the_shared_vision_tokenizer():
+    from emu3.generate.pipeline import Pipeline, chat_model_folder
+
+    chat = chat_model_folder(default_model_folder())
+    if chat is None:
+        pytest.skip("the shipped model has no understanding model (chat/)")
+    pipe, parent = Pipeline.load(chat), Pipeline.load(default_model_folder())
+    assert all(a.equal(b) for a, b in zip(pipe.vq.state_dict().values(), parent.vq.state_dict().values(), strict=True))
+    image = parent.text_to_image("a big blue square in the middle", seed=0)[0]
+    assert pipe.ask(image, "what colour is the square?").strip()  # the world's answers are single words
+
+
 def test_shipped_vision_tokenizer_keeps_scenes_intact():
 
     from emu3.eval import world

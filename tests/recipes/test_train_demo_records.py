@@ -65,9 +65,13 @@ def test_the_chat_fine_tune_starts_from_the_pretrained_model_on_image_to_text_ex
     assert (chat.init, chat.out, chat.steps) == ("runs/d/pretrain/model", "runs/d/chat", 40)
     assert chat.data.kinds == ("qa_first",) + ("qa_first:where",) * 3 + ("i2t",) + ("i2t:aug",) * 2
     assert chat.data.corpus == "runs/d/tokens" and chat.data.seq_len == 64
-    plain = DemoConfig(chat_steps=40, chat_digit_weight=1)  # BAAI's layout, from the generation model
+    plain = DemoConfig(chat_steps=40, chat_digit_weight=1, chat_question_first=False)  # BAAI's layout
     plain_chat = chat_config(sft_config(base, plain), plain)
     assert plain_chat.data.kinds == ("qa", "i2t", "i2t:aug") and plain_chat.init == "runs/d/dpo/model"
+    # By default the chat model alone asks questions first (with the where-set); SFT stays as shipped.
+    split = DemoConfig(chat_steps=40)
+    assert chat_config(sft_config(base, split), split).data.kinds == chat.data.kinds
+    assert sft_config(base, split).data.kinds == ("qa", "qa", "t2i", "i2t", "i2t:aug")
     with pytest.raises(ValueError, match="chat_from"):
         chat_config(sft_config(base, plain), DemoConfig(chat_from="gen"))
     assert chat.optim.lr == 1e-3 and base.init is None  # the SFT stage's rate; the base config is untouched
@@ -129,3 +133,14 @@ def test_each_checkpoint_is_asked_in_the_layout_it_was_trained_on(tmp_path):
     assert (PipelineConfig.read(tmp_path).question_first, PipelineConfig.read(tmp_path).question_twice) == (True,) * 2
     _write_pipeline_defaults(tmp_path, DemoConfig())
     assert PipelineConfig.read(tmp_path).question_first is False  # the shipped recipe: BAAI's layout
+
+
+def test_a_question_first_chat_model_puts_questions_before_images_in_the_corpus_and_nowhere_else():
+    from emu3.recipes.train_demo import asks_first, asks_twice
+
+    assert not asks_first(DemoConfig()) and not asks_first(DemoConfig(chat_question_first=True))  # chat off
+    assert asks_first(DemoConfig(chat_steps=10)) and asks_twice(DemoConfig(chat_steps=10))
+    assert not asks_first(DemoConfig(chat_steps=10, chat_question_first=False))
+    assert asks_twice(DemoConfig(chat_steps=10, question_first=True, question_twice=True))
+    with pytest.raises(ValueError, match="question_twice"):  # SFT would read the twice-asked examples
+        asks_twice(DemoConfig(chat_steps=10, question_first=True))
