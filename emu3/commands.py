@@ -19,7 +19,6 @@ def load_pipeline(model: str | None, vq: str | None, device: str, dtype: str, un
     """The model folder (default: the shipped one) as a Pipeline. With `understanding`, its understanding
     model (`<folder>/chat`, Emu3-Chat) if it holds one, else the folder's model itself."""
     from emu3.generate.pipeline import Pipeline, chat_model_folder
-    from emu3.model.precision import compute_dtype
 
     folder = Path(model) if model else default_model_folder()
     if not folder.is_dir():
@@ -27,7 +26,7 @@ def load_pipeline(model: str | None, vq: str | None, device: str, dtype: str, un
         raise SystemExit(f"model folder not found: {folder}{hint}")
     if understanding and vq is None:
         folder = chat_model_folder(folder) or folder
-    return Pipeline.load(folder, vq_folder=vq, dtype=compute_dtype(dtype, device), device=device)
+    return Pipeline.load(folder, vq_folder=vq, dtype=dtype, device=device)  # dtype: "auto", "bf16" or "fp32"
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:

@@ -44,6 +44,7 @@ DEMO_MODEL = ModelConfig(dim=256, n_layers=6, n_heads=4, n_kv_heads=2, ffn_dim=6
 
 
 PRETRAIN_KINDS = ("t2i", "i2t", "qa", "t2v", "v2t")  # every kind the world's records make, untagged
+CHAT_FROM = ("pretrain", "sft", "dpo")  # the stages the understanding model may start from
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,15 @@ class DemoConfig:
     dpo_beta: float = 0.1
     threads: int = 0
     seed: int = 0
+
+    def __post_init__(self) -> None:  # checked up front, not when the chat stage starts an hour in
+        if self.chat_from not in CHAT_FROM:
+            raise ValueError(f"chat_from={self.chat_from!r}: expected one of {', '.join(CHAT_FROM)}")
+        if self.chat_steps > 0 and self.chat_question_first and self.question_first and not self.question_twice:
+            raise ValueError(
+                "chat_question_first asks each question twice, and SFT would read the same examples: "
+                "set question_twice=true with question_first=true, or chat_question_first=false"
+            )
 
 
 def _stage(name: str, done: Path, log: dict) -> bool:
@@ -271,19 +281,17 @@ def sft_config(pretrain_cfg: TrainConfig, cfg: DemoConfig) -> TrainConfig:
                    data=replace(pretrain_cfg.data, kinds=kinds), save_every=100)  # fmt: skip
 
 
-CHAT_FROM = ("pretrain", "sft", "dpo")
-
-
 def chat_config(sft_cfg: TrainConfig, cfg: DemoConfig) -> TrainConfig:
     """The understanding-only fine-tune: from the `chat_from` stage's model at the SFT learning rate, on
-    image -> text examples only, for `chat_steps`: the questions (as SFT asks them, with the where-set
-    when questions come first), captions and `chat_digit_weight` times the moved digits."""
-    if cfg.chat_from not in CHAT_FROM:
-        raise ValueError(f"chat_from={cfg.chat_from!r}: expected one of {', '.join(CHAT_FROM)}")
+    image -> text examples only, for `chat_steps`: the questions (with `chat_question_first` before and
+    after the image, plus the where-set; else as SFT asks them), captions and `chat_digit_weight` times
+    the moved digits."""
     out = Path(sft_cfg.out).parent
     moved = ("i2t:aug",) * cfg.chat_digit_weight if cfg.use_digits and cfg.digit_augment else ()
-    first = replace(cfg, question_first=True) if chat_asks_first(cfg) else cfg
-    questions = (qa_kind(first), *where_kinds(first))
+    if chat_asks_first(cfg):
+        questions = ("qa_first",) + ("qa_first:where",) * (cfg.sft_where_weight if cfg.where_scenes else 0)
+    else:
+        questions = (qa_kind(cfg), *where_kinds(cfg))
     return replace(sft_cfg, out=str(out / "chat"), init=str(out / cfg.chat_from / "model"), steps=cfg.chat_steps,
                    data=replace(sft_cfg.data, kinds=(*questions, "i2t", *moved)))  # fmt: skip
 
@@ -352,12 +360,8 @@ def asks_first(cfg: DemoConfig) -> bool:
 
 
 def asks_twice(cfg: DemoConfig) -> bool:
-    """Whether those questions are asked again after the image (always when the chat model reads them)."""
-    if chat_asks_first(cfg) and cfg.question_first and not cfg.question_twice:
-        raise ValueError(
-            "chat_question_first asks each question twice, and SFT would read the same examples: "
-            "set question_twice=true with question_first=true, or chat_question_first=false"
-        )
+    """Whether those questions are asked again after the image (always when the chat model reads them;
+    DemoConfig refuses question_first without question_twice then)."""
     return cfg.question_twice or chat_asks_first(cfg)
 
 
@@ -409,10 +413,9 @@ def sample_preference_pairs(
     written as a preference corpus to `out`."""
     from emu3.data.shards import Example, write_shard
     from emu3.generate.pipeline import Pipeline
-    from emu3.model.precision import compute_dtype
     from emu3.tokens import templates
 
-    pipe = Pipeline.load(model_dir, dtype=compute_dtype("auto")).with_config(temperature=temperature)
+    pipe = Pipeline.load(model_dir).with_config(temperature=temperature)
     h, w = pipe.latent_size()
     pairs, scores_all = [], []
     for i in range(0, len(prompts), 8):

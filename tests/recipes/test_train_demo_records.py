@@ -60,7 +60,7 @@ def test_the_chat_fine_tune_starts_from_the_pretrained_model_on_image_to_text_ex
         steps=900,
         data=DataConfig(corpus="runs/d/tokens", seq_len=64),
     )
-    cfg = DemoConfig(chat_steps=40, pretrain_lr=3e-3, question_first=True, chat_from="pretrain")
+    cfg = DemoConfig(chat_steps=40, pretrain_lr=3e-3, question_first=True, question_twice=True, chat_from="pretrain")
     chat = chat_config(sft_config(base, cfg), cfg)
     assert (chat.init, chat.out, chat.steps) == ("runs/d/pretrain/model", "runs/d/chat", 40)
     assert chat.data.kinds == ("qa_first",) + ("qa_first:where",) * 3 + ("i2t",) + ("i2t:aug",) * 2
@@ -72,8 +72,8 @@ def test_the_chat_fine_tune_starts_from_the_pretrained_model_on_image_to_text_ex
     split = DemoConfig(chat_steps=40)
     assert chat_config(sft_config(base, split), split).data.kinds == chat.data.kinds
     assert sft_config(base, split).data.kinds == ("qa", "qa", "t2i", "i2t", "i2t:aug")
-    with pytest.raises(ValueError, match="chat_from"):
-        chat_config(sft_config(base, plain), DemoConfig(chat_from="gen"))
+    with pytest.raises(ValueError, match="chat_from"):  # refused by the config, before any stage runs
+        DemoConfig(chat_from="gen")
     assert chat.optim.lr == 1e-3 and base.init is None  # the SFT stage's rate; the base config is untouched
 
 
@@ -143,4 +143,4 @@ def test_a_question_first_chat_model_puts_questions_before_images_in_the_corpus_
     assert not asks_first(DemoConfig(chat_steps=10, chat_question_first=False))
     assert asks_twice(DemoConfig(chat_steps=10, question_first=True, question_twice=True))
     with pytest.raises(ValueError, match="question_twice"):  # SFT would read the twice-asked examples
-        asks_twice(DemoConfig(chat_steps=10, question_first=True))
+        DemoConfig(chat_steps=10, question_first=True)
