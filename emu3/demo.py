@@ -38,6 +38,14 @@ def sampling_overrides(args: argparse.Namespace) -> dict:
     return changes
 
 
+def task_kwargs(overrides: dict) -> dict[str, dict]:
+    """Tasks' own sampling settings less what the command line overrides: --guidance / --temperature
+    apply to every task, the digits' own settings (`world.DIGIT_SAMPLING`) included."""
+    from emu3.eval import world
+
+    return {"digits": {"sampling": {k: v for k, v in world.DIGIT_SAMPLING.items() if k not in overrides}}}
+
+
 def _loader(args: argparse.Namespace, changes: dict):
     """Loads a model folder as a Pipeline, with the sampling `changes` (from `sampling_overrides`)."""
     from emu3.commands import load_pipeline
@@ -75,10 +83,12 @@ def run_demo(args: argparse.Namespace) -> int:
     chat = chat_model_folder(args.model or default_model_folder())
     reader = load(str(chat)) if chat is not None else pipe  # answers and captions: the understanding model
     results, timings = {}, {}
+    extra = task_kwargs(overrides)
     for task, n in DEMO_SIZES.items():
         start = time.perf_counter()
         try:
-            results[task] = world.TASKS[task](reader if task in world.UNDERSTANDING else pipe, n=n, seed=args.seed)
+            model = reader if task in world.UNDERSTANDING else pipe
+            results[task] = world.TASKS[task](model, n=n, seed=args.seed, **extra.get(task, {}))
         except ImportError as err:  # e.g. the digits tasks without scikit-learn
             print(f"skipping {task}: {err}")
             continue
@@ -127,7 +137,8 @@ def run_eval(args: argparse.Namespace) -> int:
     names = _task_names(args)
     tasks = {t: max(1, round(args.n * EVAL_SHARES[t])) if EVAL_SHARES[t] else 0 for t in names}
     overrides = sampling_overrides(args)
-    summary = suite.evaluate(_loader(args, overrides), models, tasks, seed=args.seed, only=only)
+    summary = suite.evaluate(_loader(args, overrides), models, tasks, seed=args.seed, only=only,
+                             task_kwargs=task_kwargs(overrides))  # fmt: skip
     summary["sampling"] = overrides  # empty: each model's own defaults
     out = suite.write(summary, args.output)
     print(suite.markdown(summary))
@@ -154,7 +165,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
             "--guidance",
             type=float,
             default=None,
-            help="classifier-free guidance scale for every task (default: the model's own)",
+            help="classifier-free guidance scale for every task (default: the model's own; generated digits: "
+            "eval's DIGIT_SAMPLING)",
         )
         p.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the model's)")
         p.add_argument("--top-k", type=int, default=None, help="sampling top-k (default: the model's)")

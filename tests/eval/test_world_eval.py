@@ -79,10 +79,25 @@ def test_question_first_models_are_asked_the_question_before_the_image(pipe):
 
 def test_digits_task_uses_the_real_judge(pipe):
     pytest.importorskip("sklearn")
+    pipe = pipe.with_config(guidance=1.5, temperature=0.9)
     result = world.digits(pipe, n=2, seed=0)
     assert 0.0 <= result["accuracy"] <= 1.0 and result["judge_test_accuracy"] > 0.97
+    # digits are sampled with their own settings unless told otherwise ({}: the model's own)
+    assert result["sampling"]["guidance"] == world.DIGIT_SAMPLING["guidance"] != pipe.cfg.guidance
+    assert result["sampling"]["temperature"] == world.DIGIT_SAMPLING["temperature"]
+    own = world.digits(pipe, n=2, seed=0, sampling={})
+    assert own["sampling"] == {"guidance": pipe.cfg.guidance, "temperature": pipe.cfg.temperature,
+                               "top_k": pipe.cfg.top_k}  # fmt: skip
     recognition = world.digit_recognition(pipe, n=3)
     assert len(recognition["items"]) == 3 and 0.0 <= recognition["accuracy"] <= 1.0
+
+
+def test_command_line_sampling_overrides_the_digits_own_settings():
+    from emu3.demo import task_kwargs
+
+    assert task_kwargs({})["digits"]["sampling"] == world.DIGIT_SAMPLING
+    assert task_kwargs({"guidance": 2.0})["digits"]["sampling"] == {"temperature": world.DIGIT_SAMPLING["temperature"]}
+    assert task_kwargs({"guidance": 2.0, "temperature": 0.5, "top_k": 4})["digits"]["sampling"] == {}
 
 
 def test_eval_command_compares_models_on_paired_prompts(pipe, tmp_path):
