@@ -112,8 +112,8 @@ def examples(
                 yield from _image_examples(index, record, codes, tok, cfg)
             elif record.get("video") is not None:
                 frames = np.asarray(_load(record, "video"))
-                pixels = torch.stack([to_pixels(f, vq.cfg.pixel_multiple) for f in frames])[None].to(vq.dtype)
-                codes = vq.encode_video(pixels)[0]
+                pixels = torch.stack([to_pixels(f, vq.cfg.pixel_multiple) for f in frames])[None]
+                codes = vq.encode_video(pixels.to(vq.device, vq.dtype))[0].cpu()
                 yield from _video_examples(index, record, codes, tok, cfg)
             elif isinstance(record.get("text"), str) and record["text"].strip():
                 ids = templates.text_only(record["text"], tok)
@@ -142,7 +142,7 @@ def _encode_images(records: list[dict], vq: VQModel, batch_size: int) -> list:
     for items in groups.values():
         for b in range(0, len(items), batch_size):
             part = items[b : b + batch_size]
-            codes = vq.encode_image(torch.stack([p for _, p in part]).to(vq.dtype))
+            codes = vq.encode_image(torch.stack([p for _, p in part]).to(vq.device, vq.dtype)).cpu()
             for (i, _), c in zip(part, codes, strict=True):
                 out[i] = c
     return out

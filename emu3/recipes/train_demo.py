@@ -122,7 +122,7 @@ class DemoConfig:
     compile: bool = False
     # 800, not 960 as before, to pay for the moved digits' tokens: from the same SFT model (seed 7, n=500)
     # 800 prompts (430 pairs) scored 0.902 on text-to-image, 960 (475 pairs) 0.886, SFT 0.900.
-    dpo_prompts: int = 800
+    dpo_prompts: int = 800  # 0 (and no digit prompts): no DPO stage; the SFT model is exported
     # Digit captions among DPO's prompts, ranked by a second digit judge. Off: 200 of them (554 pairs, with
     # the 99c6afa run's 427) left generated digits as they were (0.84 at guidance 3 against 0.82, n=100).
     dpo_digit_prompts: int = 0
@@ -139,11 +139,16 @@ class DemoConfig:
     dpo_mask_shared: bool = False
     dpo_beta: float = 0.1
     threads: int = 0
+    # Where every stage computes: "cpu" or e.g. "cuda" (the VQ, the token corpus's encoding, the decoder
+    # stages and DPO's sampling); the world's data and the checkers stay on the CPU.
+    device: str = "cpu"
     seed: int = 0
 
     def __post_init__(self) -> None:  # checked up front, not when the chat stage starts an hour in
         if self.chat_from not in CHAT_FROM:
             raise ValueError(f"chat_from={self.chat_from!r}: expected one of {', '.join(CHAT_FROM)}")
+        if self.chat_steps > 0 and self.chat_from == "dpo" and not runs_dpo(self):
+            raise ValueError("chat_from=dpo with no DPO stage (dpo_prompts=0): use chat_from=sft")
         if self.chat_steps > 0 and self.chat_question_first and self.question_first and not self.question_twice:
             raise ValueError(
                 "chat_question_first asks each question twice, and SFT would read the same examples: "
@@ -196,7 +201,7 @@ def main(cfg: DemoConfig) -> Path:
                         kinds=PRETRAIN_KINDS),
         optim=OptimConfig(lr=cfg.pretrain_lr, min_lr=cfg.pretrain_lr / 10, warmup_steps=50),
         loss=LossWeights(text=1.0, vision=0.5), steps=cfg.pretrain_steps, save_every=250, log_every=50,
-        seed=cfg.seed, threads=cfg.threads, compile=cfg.compile,
+        seed=cfg.seed, threads=cfg.threads, compile=cfg.compile, device=cfg.device,
     )  # fmt: skip
     if _stage("pretrain", out / "pretrain" / "model" / "config.json", log):
         pretrain.main(base)
@@ -214,12 +219,13 @@ def main(cfg: DemoConfig) -> Path:
     # 6. preference optimisation with checker-ranked samples
     t0 = time.perf_counter()
     prefs = out / "preferences"
-    if _stage("dpo-data", prefs / "meta.json", log):
-        log["dpo_data"] = _preference_pairs(cfg, out / "sft" / "model", prefs)
-    dpo_cfg = dpo_config(cfg, out / "sft" / "model", prefs, out / "dpo")
-    if _stage("dpo", out / "dpo" / "model" / "config.json", log):
-        dpo.main(dpo_cfg)
-    log["seconds"]["dpo"] = round(time.perf_counter() - t0, 1)
+    if runs_dpo(cfg):
+        if _stage("dpo-data", prefs / "meta.json", log):
+            log["dpo_data"] = _preference_pairs(cfg, out / "sft" / "model", prefs)
+        dpo_cfg = dpo_config(cfg, out / "sft" / "model", prefs, out / "dpo")
+        if _stage("dpo", out / "dpo" / "model" / "config.json", log):
+            dpo.main(dpo_cfg)
+        log["seconds"]["dpo"] = round(time.perf_counter() - t0, 1)
 
     # 6b. optional: an understanding model beside the generation model
     if cfg.chat_steps > 0:
@@ -230,7 +236,7 @@ def main(cfg: DemoConfig) -> Path:
 
     # 7. export
     final = Path(cfg.export) if cfg.export else out / "model"
-    _export(out / "dpo" / "model", final, cfg)
+    _export(out / ("dpo" if runs_dpo(cfg) else "sft") / "model", final, cfg)
     if cfg.chat_steps > 0:
         export_chat(out / "chat" / "model", final, cfg)
         print(f"understanding model written to {final / CHAT_FOLDER}")
@@ -255,7 +261,7 @@ def vq_configs(cfg: DemoConfig) -> list:
     from emu3.recipes import train_vq
 
     out = Path(cfg.out)
-    overrides = [f"steps={cfg.vq_steps}", f"image_size={cfg.image_size}", f"seed={cfg.seed}"]
+    overrides = [f"steps={cfg.vq_steps}", f"image_size={cfg.image_size}", f"seed={cfg.seed}", f"device={cfg.device}"]
     base = load(train_vq.VQTrainConfig, cfg.vq_config, overrides)
     runs = [replace(base, vq=replace(base.vq, tile_size=0))]
     if base.vq.tile_size:
@@ -306,7 +312,7 @@ def dpo_config(cfg: DemoConfig, sft_dir: Path, prefs: Path, out: Path):
                          data=DataConfig(corpus=str(prefs), batch_size=pairs_per_step, seed=cfg.seed), steps=steps,
                          optim=OptimConfig(lr=cfg.dpo_lr, min_lr=cfg.dpo_lr / 10, warmup_steps=10),
                          beta=cfg.dpo_beta, nll_weight=0.2, mask_shared=cfg.dpo_mask_shared, save_every=100,
-                         log_every=20, threads=cfg.threads)  # fmt: skip
+                         log_every=20, threads=cfg.threads, device=cfg.device)  # fmt: skip
 
 
 def _world_records(cfg: DemoConfig) -> list[dict]:
@@ -330,7 +336,7 @@ def _tokenize_world(cfg: DemoConfig, vq_dir: Path, tok_dir: Path, corpus: Path) 
     from emu3.worlds import data
 
     records = _world_records(cfg)
-    vq = load_vision_tokenizer(vq_dir)
+    vq = load_vision_tokenizer(vq_dir, device=cfg.device)
     texts = [r.get("caption", "") for r in records] + [f"{q} {a}" for r in records for q, a in r.get("qa", [])]
     # Fine-tuning-only records go after the world's, which keep their indices and shards.
     if cfg.use_digits and cfg.digit_augment:
@@ -347,6 +353,11 @@ def _tokenize_world(cfg: DemoConfig, vq_dir: Path, tok_dir: Path, corpus: Path) 
                              question_twice=asks_twice(cfg))  # fmt: skip
     stats = pretokenize(records, corpus, vq, tok, pcfg)
     print(f"tokenised {stats['records']} records into {stats['examples']} examples ({stats['skipped']} skipped)")
+
+
+def runs_dpo(cfg: DemoConfig) -> bool:
+    """Whether train-demo has a DPO stage (it needs prompts to sample preference pairs for)."""
+    return cfg.dpo_prompts + cfg.dpo_digit_prompts > 0
 
 
 def chat_asks_first(cfg: DemoConfig) -> bool:
@@ -400,12 +411,12 @@ def _preference_pairs(cfg: DemoConfig, model_dir: Path, out: Path) -> dict:
     """DPO's pairs from the SFT model: `dpo_prompts(cfg)`, sampled at `dpo_temperature`."""
     prompts, scorers = dpo_prompts(cfg)
     return sample_preference_pairs(model_dir, prompts, scorers, out, samples=cfg.dpo_samples,
-                                   temperature=cfg.dpo_temperature, seed=cfg.seed)  # fmt: skip
+                                   temperature=cfg.dpo_temperature, seed=cfg.seed, device=cfg.device)  # fmt: skip
 
 
 def sample_preference_pairs(
     model_dir: Path, prompts: list[str], scorers: list, out: Path, *, samples: int = 4, temperature: float = 1.0,
-    seed: int = 0,
+    seed: int = 0, device: str = "cpu",
 ) -> dict:  # fmt: skip
     """Sample `samples` images per prompt (the model's guidance and top-k, at `temperature`) and score
     each with its prompt's scorer (shapes: the checker; digits: a second judge, not the evaluation's);
@@ -415,7 +426,7 @@ def sample_preference_pairs(
     from emu3.generate.pipeline import Pipeline
     from emu3.tokens import templates
 
-    pipe = Pipeline.load(model_dir).with_config(temperature=temperature)
+    pipe = Pipeline.load(model_dir, device=device).with_config(temperature=temperature)
     h, w = pipe.latent_size()
     pairs, scores_all = [], []
     for i in range(0, len(prompts), 8):

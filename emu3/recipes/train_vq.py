@@ -73,6 +73,7 @@ class VQTrainConfig:
     locality_images: int = 8
     resume: bool = True
     threads: int = 0
+    device: str = "cpu"  # e.g. "cuda"; batches are drawn on the CPU and moved there
     seed: int = 0
 
 
@@ -128,7 +129,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 def eval_psnr(vq: VQModel, images: list[np.ndarray]) -> float:
     was = vq.training
     vq.eval()
-    pixels = torch.stack([to_pixels(i, vq.cfg.pixel_multiple) for i in images])
+    pixels = torch.stack([to_pixels(i, vq.cfg.pixel_multiple) for i in images]).to(vq.device)
     value = psnr(vq.decode_image(vq.encode_image(pixels)), pixels)
     vq.train(was)
     return value
@@ -139,7 +140,7 @@ def _locality(
 ) -> torch.Tensor:
     """The locality loss of the first len(pixels) images, whose latents the reconstruction computed."""
     mixed = cutmix(pixels, gen)
-    with autocast(bf16, "cpu"):
+    with autocast(bf16, str(pixels.device)):
         z_mixed = vq._image_latents(mixed)[:, 0]
     keep = unchanged_codes(pixels, mixed, vq.cfg.spatial_factor, margin)
     return locality_loss(latents[: len(pixels), 0], z_mixed, keep)
@@ -164,8 +165,8 @@ def main(cfg: VQTrainConfig) -> Path:
         images, clips = _folder_images(Path(cfg.data), cfg.image_size), []
     rng.shuffle(images)
     held_out, images = images[: cfg.eval_images], images[cfg.eval_images :]
-    vq = (loaded if loaded is not None else build_vq(cfg.vq, seed=cfg.seed)).train()
-    critic = PatchDiscriminator(vq_cfg.in_channels).train() if cfg.gan_weight > 0 else None
+    vq = (loaded if loaded is not None else build_vq(cfg.vq, seed=cfg.seed)).to(cfg.device).train()
+    critic = PatchDiscriminator(vq_cfg.in_channels).to(cfg.device).train() if cfg.gan_weight > 0 else None
     # What is optimised and checkpointed: the VQ alone, or the VQ and its critic side by side.
     trainee = vq if critic is None else torch.nn.ModuleDict({"vq": vq, "critic": critic})
     optimizer = build_optimizer(trainee, cfg.optim)
@@ -187,12 +188,12 @@ def main(cfg: VQTrainConfig) -> Path:
         set_lr(optimizer, lr := lr_at(state.step, cfg.steps, cfg.optim))
         n_video = int(round(cfg.batch_size * cfg.video_fraction)) if clips else 0
         pick = torch.randint(len(images), (cfg.batch_size - n_video,), generator=gen).tolist()
-        pixels = torch.stack([to_pixels(images[i], vq.cfg.pixel_multiple) for i in pick])  # (B, 3, H, W)
-        with autocast(cfg.bf16, "cpu"):
+        pixels = torch.stack([to_pixels(images[i], vq.cfg.pixel_multiple) for i in pick]).to(cfg.device)  # (B,3,H,W)
+        with autocast(cfg.bf16, cfg.device):
             parts = [(vq.reconstruct_image(pixels), pixels[:, None])]
             if n_video:
                 chosen = torch.randint(len(clips), (n_video,), generator=gen).tolist()
-                frames = torch.stack([_to_clip(clips[i], vq.cfg.pixel_multiple) for i in chosen])
+                frames = torch.stack([_to_clip(clips[i], vq.cfg.pixel_multiple) for i in chosen]).to(cfg.device)
                 parts.append((vq.reconstruct(frames), frames))
         l1 = sum((r.pixels.float() - x).abs().mean() * x.shape[0] for r, x in parts) / cfg.batch_size
         l2 = sum(F.mse_loss(r.pixels.float(), x) * x.shape[0] for r, x in parts) / cfg.batch_size
@@ -238,7 +239,7 @@ def main(cfg: VQTrainConfig) -> Path:
             save_checkpoint(out, trainee.state_dict(), optimizer, state, config=to_dict(cfg), generators={"data": gen})
 
     final_psnr = eval_psnr(vq, held_out)
-    folder = save_vision_tokenizer(vq.eval(), out / "model")
+    folder = save_vision_tokenizer(vq.eval().cpu(), out / "model")
     (out / "psnr.txt").write_text(f"{start_label} {start_psnr:.2f} dB\ntrained {final_psnr:.2f} dB\n")
     log.plot(out / "curves.png", keys=("loss", "l1"))
     print(f"held-out PSNR {start_psnr:.2f} -> {final_psnr:.2f} dB; saved {folder}")

@@ -71,6 +71,9 @@ class VectorQuantizer(nn.Module):
         if dead.numel() == 0 or z.numel() == 0:
             return 0
         flat = z.reshape(-1, z.shape[-1])
-        pick = torch.randint(0, flat.shape[0], (dead.numel(),), generator=generator, device=flat.device)
-        self.embedding.weight[dead] = flat[pick].to(self.embedding.weight.dtype)
+        # drawn on the generator's device (a CPU generator for a CUDA codebook too), used on the codebook's
+        pick = torch.randint(0, flat.shape[0], (dead.numel(),), generator=generator,
+                             device=generator.device if generator is not None else flat.device)  # fmt: skip
+        weight = self.embedding.weight
+        weight[dead.to(weight.device)] = flat[pick.to(flat.device)].to(weight.dtype)
         return int(dead.numel())

@@ -190,6 +190,10 @@ class VQModel(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.quant_conv.conv.weight.dtype
 
+    @property
+    def device(self) -> torch.device:
+        return self.quant_conv.conv.weight.device
+
     # ------------------------------------------------------------ codes
 
     def _latents(self, frames: Tensor) -> Tensor:
