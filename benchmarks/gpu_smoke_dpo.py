@@ -21,7 +21,8 @@ model = default_model_folder()
 prompts, scorers = dpo_prompts(DemoConfig(dpo_prompts=16))
 stats = sample_preference_pairs(model, prompts, scorers, out / "prefs", device=device)
 print(f"pairs on {device}: {stats}")
-cfg = dpo.DPOConfig(init=str(model), out=str(out / "dpo"), data=DataConfig(corpus=str(out / "prefs"), batch_size=2),
-                    steps=2, optim=OptimConfig(lr=1e-6, min_lr=1e-7, warmup_steps=1), save_every=2, device=device)  # fmt: skip
+data = DataConfig(corpus=str(out / "prefs"), batch_size=2)
+optim = OptimConfig(lr=1e-6, min_lr=1e-7, warmup_steps=1)
+cfg = dpo.DPOConfig(init=str(model), out=str(out / "dpo"), data=data, steps=2, optim=optim, save_every=2, device=device)
 dpo.main(cfg)
 print(f"DPO smoke on {device} passed in {time.perf_counter() - start:.1f} s")
