@@ -1,6 +1,7 @@
 """train-demo's corpus: which world records go in, and how often."""
 
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -91,6 +92,17 @@ def test_a_tiling_tokenizer_is_trained_whole_first_then_on_tiles_round_by_round_
     assert clips.video_fraction == 0.5 and whole.video_fraction == first.video_fraction == 0.0625
     assert clips.vq.tile_size == 24
     assert {c.seed for c in (whole, first, clips)} == {0} and {c.image_size for c in (whole, first, clips)} == {72}
+    assert {c.device for c in (whole, first, second, clips)} == {"cpu"}
+    assert {c.device for c in vq_configs(replace(cfg, device="cuda"))} == {"cuda"}  # every round on the device
+
+
+def test_without_dpo_prompts_there_is_no_dpo_stage_and_the_chat_model_cannot_start_from_it():
+    from emu3.recipes.train_demo import runs_dpo
+
+    assert runs_dpo(DemoConfig()) and runs_dpo(DemoConfig(dpo_prompts=0, dpo_digit_prompts=8))
+    assert not runs_dpo(DemoConfig(dpo_prompts=0, chat_steps=4, chat_from="sft"))
+    with pytest.raises(ValueError, match="chat_from=sft"):  # refused up front, not after SFT
+        DemoConfig(dpo_prompts=0, chat_steps=4)
 
 
 def test_without_a_clip_round_the_last_tile_round_writes_the_tokenizer(tmp_path):
