@@ -8,8 +8,9 @@
     GET  /health  /metrics  /docs  /openapi.json  /  (a small web page)
 
 Handlers never run the model: they build a job in a thread (tokenize, encode input images), submit
-its requests to the one worker thread that steps the Scheduler, await them (cancelling when the
-client disconnects), and turn tokens into media in a thread.
+its requests to the worker thread that steps the model's Scheduler, await them (cancelling when the
+client disconnects), and turn tokens into media in a thread. With a `reader` (an understanding model,
+Emu3-Chat, beside the generation model) chat completions go to its own scheduler and worker thread.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import fields
 from importlib.resources import files
 
 from fastapi import Depends, FastAPI, Request
@@ -31,7 +33,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from emu3.generate.pipeline import Pipeline
-from emu3.generate.scheduler import Cancelled, QueueFull, Scheduler
+from emu3.generate.scheduler import Cancelled, QueueFull, Scheduler, SchedulerStats
 from emu3.serve import media, tasks
 from emu3.serve.config import ServeConfig
 from emu3.serve.errors import APIError, error_body, validation_error
@@ -60,26 +62,43 @@ class ClientGone(Exception):
 
 
 class Server:
-    """What the routes share: the pipeline, the worker, the limits and the metrics."""
+    """What the routes share: the pipelines, their workers, the limits and the metrics. `pipe` generates
+    images and videos; `reader` (default: `pipe`) answers chat completions, on its own worker."""
 
-    def __init__(self, pipe: Pipeline, cfg: ServeConfig) -> None:
+    def __init__(self, pipe: Pipeline, cfg: ServeConfig, reader: Pipeline | None = None) -> None:
         self.pipe, self.cfg, self.limits = pipe, cfg, cfg.limits
-        max_len = min(cfg.max_len or pipe.decoder.cfg.max_seq_len, pipe.decoder.cfg.max_seq_len)
-        scheduler = Scheduler(pipe.decoder, pipe.generator.vocab, max_rows=cfg.max_batch, max_len=max_len,
-                              max_queue=cfg.max_queue)  # fmt: skip
+        self.reader = reader if reader is not None else pipe
         self.metrics = Metrics()
-        self.worker = Worker(scheduler, on_step=lambda s: self.metrics.sample_tokens(s.tokens_generated))
+        self.worker = self._worker(pipe)
+        self.chat_worker = self.worker if self.reader is pipe else self._worker(self.reader)
+
+    def _worker(self, pipe: Pipeline) -> Worker:
+        max_len = min(self.cfg.max_len or pipe.decoder.cfg.max_seq_len, pipe.decoder.cfg.max_seq_len)
+        scheduler = Scheduler(pipe.decoder, pipe.generator.vocab, max_rows=self.cfg.max_batch, max_len=max_len,
+                              max_queue=self.cfg.max_queue)  # fmt: skip
+        return Worker(scheduler, on_step=lambda _s: self.metrics.sample_tokens(self.stats().tokens_generated))
+
+    @property
+    def workers(self) -> list[Worker]:
+        return [self.worker] if self.chat_worker is self.worker else [self.worker, self.chat_worker]
 
     @property
     def max_len(self) -> int:
         return self.worker.scheduler.max_len
 
-    def submit(self, requests, notify=None) -> list[Submission]:
-        """Submit all of a job's requests, or none (429 when the queue fills part-way)."""
+    def stats(self) -> SchedulerStats:
+        """The schedulers' numbers added up (one scheduler per decoder)."""
+        each = [w.scheduler.stats() for w in self.workers]
+        return SchedulerStats(*(sum(getattr(s, f.name) for s in each) for f in fields(SchedulerStats)))
+
+    def submit(self, requests, notify=None, worker: Worker | None = None) -> list[Submission]:
+        """Submit all of a job's requests to `worker` (default: the generation model's), or none (429
+        when the queue fills part-way)."""
+        worker = worker or self.worker
         subs: list[Submission] = []
         try:
             for request in requests:
-                subs.append(self.worker.submit(request, notify=notify))
+                subs.append(worker.submit(request, notify=notify))
         except QueueFull as err:
             for sub in subs:
                 sub.cancel()
@@ -112,18 +131,21 @@ class Server:
                 future.cancel()
 
 
-def build_app(pipe: Pipeline, cfg: ServeConfig | None = None) -> FastAPI:
-    """The ASGI app; the scheduler's worker thread starts and stops with the app's lifespan."""
+def build_app(pipe: Pipeline, cfg: ServeConfig | None = None, reader: Pipeline | None = None) -> FastAPI:
+    """The ASGI app; the schedulers' worker threads start and stop with the app's lifespan. `reader`: an
+    understanding model that answers chat completions instead of `pipe`."""
     cfg = cfg or ServeConfig()
-    server = Server(pipe, cfg)
+    server = Server(pipe, cfg, reader)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
-        server.worker.start()
+        for worker in server.workers:
+            worker.start()
         try:
             yield
         finally:
-            server.worker.stop()
+            for worker in server.workers:
+                worker.stop()
 
     app = FastAPI(title="Emu3", version="1", lifespan=lifespan,
                   description="Text-to-image, image chat and video generation with one next-token model.")  # fmt: skip
@@ -204,15 +226,16 @@ def _add_routes(app: FastAPI, server: Server) -> None:
     @app.post("/v1/chat/completions", response_model=ChatCompletion, responses=ERRORS, dependencies=bearer,
               summary="Answer a conversation (images as data URIs)")  # fmt: skip
     async def chat(body: ChatCompletionRequest, http: Request):
-        job = await run_in_threadpool(tasks.chat_job, pipe, limits, body, server.max_len)
+        reader, worker = server.reader, server.chat_worker
+        job = await run_in_threadpool(tasks.chat_job, reader, limits, body, worker.scheduler.max_len)
         model, reply_id = body.model or server.cfg.model_name, f"chatcmpl-{uuid.uuid4().hex}"
-        sub = server.submit([job.request], notify=(lambda *_: True) if body.stream else None)[0]
+        sub = server.submit([job.request], notify=(lambda *_: True) if body.stream else None, worker=worker)[0]
         if body.stream:
             return _sse(_chat_chunks(server, sub, job, body, model, reply_id))
         (tokens,) = await server.wait(http, [sub])
         usage = {"prompt_tokens": job.prompt_tokens, "completion_tokens": len(tokens)}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-        choice = {"index": 0, "message": {"role": "assistant", "content": tasks.answer_text(pipe, tokens)},
+        choice = {"index": 0, "message": {"role": "assistant", "content": tasks.answer_text(reader, tokens)},
                   "finish_reason": sub.ticket.finish_reason or "stop", "logprobs": None}  # fmt: skip
         return {"id": reply_id, "object": "chat.completion", "created": int(time.time()), "model": model,
                 "choices": [choice], "usage": usage}  # fmt: skip
@@ -228,15 +251,15 @@ def _add_routes(app: FastAPI, server: Server) -> None:
 
     @app.get("/health", response_model=Health, responses={503: {"model": ErrorResponse}})
     async def health():
-        if not server.worker.alive:
-            raise APIError(503, "the scheduler thread is not running", code="unavailable")
-        s = server.worker.scheduler.stats()
+        if not all(w.alive for w in server.workers):
+            raise APIError(503, "a scheduler thread is not running", code="unavailable")
+        s = server.stats()
         return {"status": "ok", "model": server.cfg.model_name, "waiting": s.waiting, "running": s.running,
                 "rows_in_use": s.rows_in_use, "max_rows": s.max_rows}  # fmt: skip
 
     @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
     async def metrics():
-        return PlainTextResponse(server.metrics.render(server.worker.scheduler.stats()), media_type=CONTENT_TYPE)
+        return PlainTextResponse(server.metrics.render(server.stats()), media_type=CONTENT_TYPE)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page():
@@ -296,7 +319,7 @@ async def _image_events(server: Server, sub: Submission, job: tasks.ImageJob, bo
 async def _chat_chunks(server: Server, sub: Submission, job: tasks.ChatJob, body, model: str, reply_id: str
                        ) -> AsyncIterator[str]:  # fmt: skip
     """OpenAI chat.completion.chunk events: a role delta, text deltas, the finish reason, [DONE]."""
-    pipe = server.pipe
+    pipe = server.reader
     created = int(time.time())
 
     def chunk(delta: dict, finish: str | None = None) -> str:

@@ -17,22 +17,31 @@ def serve(args: argparse.Namespace) -> int:
         from emu3.serve.app import build_app
     except ImportError as err:
         raise SystemExit(f"{EXTRA_HINT} ({err})") from err
-    from emu3.commands import load_pipeline
+    from emu3.commands import default_model_folder, load_pipeline
+    from emu3.generate.pipeline import chat_model_folder
 
     cfg = ServeConfig(host=args.host, port=args.port, api_key=args.api_key, max_batch=args.max_batch,
                       max_queue=args.queue, max_len=args.max_len)  # fmt: skip
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     pipe = load_pipeline(args.model, args.vq, args.device, args.dtype)
+    reader = None  # chat completions: the folder's understanding model (<folder>/chat), if it has one
+    if not args.generation_model and args.vq is None and chat_model_folder(args.model or default_model_folder()):
+        reader = load_pipeline(args.model, None, args.device, args.dtype, understanding=True)
+        logging.getLogger(__name__).info("chat completions: the understanding model in %s",
+                                         chat_model_folder(args.model or default_model_folder()))  # fmt: skip
     if cfg.host not in ("127.0.0.1", "localhost", "::1") and not cfg.api_key:
         logging.getLogger(__name__).warning("listening on %s without --api-key: anyone who can reach it may use it",
                                             cfg.host)  # fmt: skip
-    uvicorn.run(build_app(pipe, cfg), host=cfg.host, port=cfg.port, log_level="info")
+    uvicorn.run(build_app(pipe, cfg, reader), host=cfg.host, port=cfg.port, log_level="info")
     return 0
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="model folder (default: the shipped demo model)")
     p.add_argument("--vq", default=None, help="vision tokenizer folder, if not inside --model (BAAI layout)")
+    p.add_argument("--generation-model", action="store_true",
+                   help="answer chat completions with the generation model even if the folder holds an "
+                        "understanding model (<folder>/chat), which otherwise answers them")  # fmt: skip
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
     p.add_argument(
         "--dtype",

@@ -32,15 +32,16 @@ def pipe():
 
 
 @contextmanager
-def running_server(pipe, **config) -> Iterator[str]:
-    """Serve `pipe` with ServeConfig(**config) on a free loopback port; yields the base URL."""
+def running_server(pipe, reader=None, **config) -> Iterator[str]:
+    """Serve `pipe` (and `reader` for chat) with ServeConfig(**config) on a free loopback port; yields
+    the base URL."""
     need_serve_extra()
     import uvicorn
 
     from emu3.serve.app import build_app
     from emu3.serve.config import ServeConfig
 
-    app = build_app(pipe, ServeConfig(**config))
+    app = build_app(pipe, ServeConfig(**config), reader)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
