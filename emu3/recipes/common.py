@@ -139,6 +139,18 @@ class LMObjective(nn.Module):
         return next_token_loss(hidden, self.model.lm_head.weight, labels, classes, self.weights)
 
 
+def check_device(device: str) -> None:
+    """A clear error, before any work, for a device this machine cannot compute on."""
+    try:
+        kind = torch.device(device).type
+    except RuntimeError as err:
+        raise ValueError(f"device={device!r}: not a torch device ({err})") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r}: this machine has no CUDA GPU that torch can use (use device=cpu)")
+    if kind == "cuda" and (index := torch.device(device).index) is not None and index >= torch.cuda.device_count():
+        raise ValueError(f"device={device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+
+
 def autocast(enabled: bool, device: str):
     """bf16 autocast when `enabled` and bf16 is fast on `device` (model/precision.py); else fp32."""
     from emu3.model.precision import bf16_is_fast

@@ -21,7 +21,7 @@ from emu3.configuration import to_dict
 from emu3.data.batches import mask_shared_tokens, pad, preference_pairs
 from emu3.data.shards import Corpus
 from emu3.model.decoder import Emu3Decoder
-from emu3.recipes.common import DataConfig, autocast, compile_blocks, export_model
+from emu3.recipes.common import DataConfig, autocast, check_device, compile_blocks, export_model
 from emu3.train.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
 from emu3.train.losses import dpo_loss, sequence_logps
 from emu3.train.metrics import MetricLogger, progress_bar
@@ -76,6 +76,7 @@ def main(cfg: DPOConfig) -> Path:
     from emu3.tokens.text import load_text_tokenizer
 
     # ---- set-up
+    check_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)

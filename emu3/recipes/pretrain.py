@@ -16,7 +16,15 @@ import torch
 from emu3.configuration import to_dict
 from emu3.data.batches import ExampleStream, pack
 from emu3.data.shards import Corpus
-from emu3.recipes.common import LMObjective, TrainConfig, autocast, export_model, model_for, tokenizer_for
+from emu3.recipes.common import (
+    LMObjective,
+    TrainConfig,
+    autocast,
+    check_device,
+    export_model,
+    model_for,
+    tokenizer_for,
+)
 from emu3.train.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
 from emu3.train.distributed import all_reduce_mean, barrier, full_state_dict, init_distributed, teardown, wrap_model
 from emu3.train.metrics import MetricLogger, progress_bar
@@ -25,6 +33,7 @@ from emu3.train.optim import build_optimizer, lr_at, set_lr
 
 def main(cfg: TrainConfig) -> Path:
     # ---- set-up
+    check_device(cfg.device)
     dist = init_distributed(cfg.dist, cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

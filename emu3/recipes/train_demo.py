@@ -30,7 +30,7 @@ import torch
 from emu3.configuration import load
 from emu3.data.shards import Corpus
 from emu3.generate.pipeline import CHAT_FOLDER
-from emu3.recipes.common import DataConfig, ModelConfig, TrainConfig
+from emu3.recipes.common import DataConfig, ModelConfig, TrainConfig, check_device
 from emu3.train.losses import LossWeights
 from emu3.train.optim import OptimConfig
 
@@ -170,6 +170,7 @@ def _stage(name: str, done: Path, log: dict) -> bool:
 def main(cfg: DemoConfig) -> Path:
     from emu3.recipes import dpo, pretrain, sft, train_vq
 
+    check_device(cfg.device)  # before an hour of stages, not at the first one that moves a tensor
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)

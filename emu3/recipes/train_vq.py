@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from emu3.configuration import to_dict
 from emu3.convert.vq import load_vision_tokenizer, save_vision_tokenizer
-from emu3.recipes.common import autocast
+from emu3.recipes.common import autocast, check_device
 from emu3.train.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
 from emu3.train.metrics import MetricLogger, progress_bar
 from emu3.train.optim import OptimConfig, build_optimizer, lr_at, set_lr
@@ -147,6 +147,7 @@ def _locality(
 
 
 def main(cfg: VQTrainConfig) -> Path:
+    check_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
