@@ -142,12 +142,14 @@ class LMObjective(nn.Module):
 def check_device(device: str) -> None:
     """A clear error, before any work, for a device this machine cannot compute on."""
     try:
-        kind = torch.device(device).type
+        parsed = torch.device(device)
     except RuntimeError as err:
         raise ValueError(f"device={device!r}: not a torch device ({err})") from None
-    if kind == "cuda" and not torch.cuda.is_available():
+    if parsed.type != "cuda":
+        return
+    if not torch.cuda.is_available():
         raise ValueError(f"device={device!r}: this machine has no CUDA GPU that torch can use (use device=cpu)")
-    if kind == "cuda" and (index := torch.device(device).index) is not None and index >= torch.cuda.device_count():
+    if parsed.index is not None and parsed.index >= torch.cuda.device_count():
         raise ValueError(f"device={device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
 
 

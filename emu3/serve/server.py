@@ -24,11 +24,11 @@ def serve(args: argparse.Namespace) -> int:
                       max_queue=args.queue, max_len=args.max_len)  # fmt: skip
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     pipe = load_pipeline(args.model, args.vq, args.device, args.dtype)
-    reader = None  # chat completions: the folder's understanding model (<folder>/chat), if it has one
-    if not args.generation_model and args.vq is None and chat_model_folder(args.model or default_model_folder()):
-        reader = load_pipeline(args.model, None, args.device, args.dtype, understanding=True)
-        logging.getLogger(__name__).info("chat completions: the understanding model in %s",
-                                         chat_model_folder(args.model or default_model_folder()))  # fmt: skip
+    # chat completions: the folder's understanding model (<folder>/chat), if it has one
+    chat = None if args.generation_model or args.vq else chat_model_folder(args.model or default_model_folder())
+    reader = load_pipeline(str(chat), None, args.device, args.dtype) if chat is not None else None
+    if chat is not None:
+        logging.getLogger(__name__).info("chat completions: the understanding model in %s", chat)
     if cfg.host not in ("127.0.0.1", "localhost", "::1") and not cfg.api_key:
         logging.getLogger(__name__).warning("listening on %s without --api-key: anyone who can reach it may use it",
                                             cfg.host)  # fmt: skip
