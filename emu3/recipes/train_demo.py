@@ -10,6 +10,9 @@ Stages (each skipped when its output already exists, so an interrupted run resum
     5. sft        fine-tuning on Q&A and captions (sft recipe)
     6. dpo        sample several images per prompt, rank them with the world's checker (standing in
                   for the paper's human raters), train on best-vs-worst pairs (dpo recipe)
+    6b. gen       optional: a generation-only fine-tune of the DPO model (text -> image, the real
+                  digits drawn more often), exported as the folder's generation model
+    6c. chat      optional: an understanding-only fine-tune (Emu3-Chat), exported as chat/
     7. export     the final model folder, with its generation defaults and training log
 """
 
@@ -106,17 +109,27 @@ class DemoConfig:
     sft_t2i_weight: int = 1  # the same for the text-to-image examples
     # > 0: also an understanding-only fine-tune (the paper's Emu3-Chat beside Emu3-Gen), exported inside
     # the model folder as chat/, which `emu3 chat`, `emu3 demo` and `emu3 eval` answer with. It starts
-    # from the `chat_from` stage's model ("dpo": the generation model; "pretrain" or "sft") at the SFT
-    # learning rate, on image -> text examples only: the questions (with `chat_question_first`, each
-    # question before and again after its image, plus the where-set `sft_where_weight` times; else as
-    # SFT asks them), captions and `chat_digit_weight` times the moved digits. Off by default: the
-    # shipped chat/ came from `chat_steps=500 chat_digit_weight=5` (VQA 0.976 against the generation
-    # model's 0.930, digit recognition 0.961; 400 steps with the digits x3 read 0.944 of them), about
-    # 10 more minutes than train-demo's hour allows (README, "Emu3-Chat").
+    # from the `chat_from` stage's model ("dpo": the DPO model, which is the generation model unless
+    # `gen_steps`; "pretrain" or "sft") at the SFT learning rate, on image -> text examples only: the
+    # questions (with `chat_question_first`, each question before and again after its image, plus the
+    # where-set `sft_where_weight` times; else as SFT asks them), captions and `chat_digit_weight` times
+    # the moved digits. Off by default: the shipped chat/ came from `chat_steps=500 chat_digit_weight=5`
+    # (VQA 0.976 against the generation model's 0.930, digit recognition 0.961; 400 steps with the digits
+    # x3 read 0.944 of them), about 10 more minutes than train-demo's hour allows (README, "Emu3-Chat").
     chat_steps: int = 0
     chat_from: str = "dpo"
     chat_question_first: bool = True
     chat_digit_weight: int = 2
+    # > 0: a generation-only fine-tune (the paper's Emu3-Gen, specialised as chat/ is for understanding)
+    # of the DPO model, exported as the folder's generation model in its place: `gen_steps` at `gen_lr`
+    # on text -> image examples only, the world's ("t2i": the shapes scenes and the real digits) and
+    # `gen_digit_weight` times one more copy of the real training digits (kind "t2i:digit"), so that
+    # about half of what it draws are digits. The DPO model drew 8s as filled blobs (judged right 0.35-0.45
+    # of the time) and generated digits were short of 0.90 at every sampling setting tried (README,
+    # "Emu3-Gen"). The chat model still starts from the DPO model (`chat_from`), not from this one.
+    gen_steps: int = 0
+    gen_digit_weight: int = 10
+    gen_lr: float = 1e-4
     # torch.compile each decoder block for pretraining and the fine-tunes (+17% tokens/s in
     # benchmarks/train_throughput.json, after about 30 s of compiling per stage). Off: the shipped
     # model was trained without it.
@@ -224,12 +237,19 @@ def main(cfg: DemoConfig) -> Path:
     if runs_dpo(cfg):
         if _stage("dpo-data", prefs / "meta.json", log):
             log["dpo_data"] = _preference_pairs(cfg, out / "sft" / "model", prefs)
-        dpo_cfg = dpo_config(cfg, out / "sft" / "model", prefs, out / "dpo")
-        if _stage("dpo", out / "dpo" / "model" / "config.json", log):
-            dpo.main(dpo_cfg)
+        if _stage("dpo", out / "dpo" / "model" / "config.json", log):  # its pairs are read only if it runs
+            dpo.main(dpo_config(cfg, out / "sft" / "model", prefs, out / "dpo"))
         log["seconds"]["dpo"] = round(time.perf_counter() - t0, 1)
 
-    # 6b. optional: an understanding model beside the generation model
+    # 6b. optional: a generation-only fine-tune, exported as the generation model
+    if cfg.gen_steps > 0:
+        t0 = time.perf_counter()
+        if _stage("gen", out / "gen" / "model" / "config.json", log):
+            _check_corpus_draws_digits(cfg, corpus)
+            sft.main(gen_config(sft_cfg, cfg))
+        log["seconds"]["gen"] = round(time.perf_counter() - t0, 1)
+
+    # 6c. optional: an understanding model beside the generation model
     if cfg.chat_steps > 0:
         t0 = time.perf_counter()
         if _stage("chat", out / "chat" / "model" / "config.json", log):
@@ -238,12 +258,12 @@ def main(cfg: DemoConfig) -> Path:
 
     # 7. export
     final = Path(cfg.export) if cfg.export else out / "model"
-    _export(out / ("dpo" if runs_dpo(cfg) else "sft") / "model", final, cfg)
+    _export(out / generation_stage(cfg) / "model", final, cfg)
     if cfg.chat_steps > 0:
         export_chat(out / "chat" / "model", final, cfg)
         print(f"understanding model written to {final / CHAT_FOLDER}")
     log["seconds"]["total"] = round(time.perf_counter() - started, 1)
-    for stage in ("pretrain", "sft", "dpo"):
+    for stage in ("pretrain", "sft", "dpo", "gen", "chat"):
         metrics = out / stage / "metrics.jsonl"
         if metrics.exists():
             rows = [json.loads(line) for line in metrics.read_text().splitlines()]
@@ -304,6 +324,32 @@ def chat_config(sft_cfg: TrainConfig, cfg: DemoConfig) -> TrainConfig:
                    data=replace(sft_cfg.data, kinds=(*questions, "i2t", *moved)))  # fmt: skip
 
 
+def gen_config(sft_cfg: TrainConfig, cfg: DemoConfig) -> TrainConfig:
+    """The generation-only fine-tune: from the DPO model (the SFT model without a DPO stage) at `gen_lr`,
+    on text -> image examples only: the world's, and `gen_digit_weight` times the digits to draw."""
+    out = Path(sft_cfg.out).parent
+    digits = ("t2i:digit",) * cfg.gen_digit_weight if cfg.use_digits else ()
+    start = "dpo" if runs_dpo(cfg) else "sft"
+    return replace(sft_cfg, out=str(out / "gen"), init=str(out / start / "model"), steps=cfg.gen_steps,
+                   optim=OptimConfig(lr=cfg.gen_lr, min_lr=cfg.gen_lr / 10, warmup_steps=20),
+                   data=replace(sft_cfg.data, kinds=("t2i", *digits)))  # fmt: skip
+
+
+def _check_corpus_draws_digits(cfg: DemoConfig, corpus: Path) -> None:
+    """A corpus tokenised without `gen_steps` holds no digits to draw, and the fine-tune would quietly
+    train on the shapes alone."""
+    if cfg.use_digits and cfg.gen_digit_weight and "t2i:digit" not in Corpus(corpus).kinds():
+        raise SystemExit(
+            f"{corpus} was tokenised without the digits the gen stage draws (gen_steps was 0 then): "
+            "delete that folder so that train-demo tokenises the world again"
+        )
+
+
+def generation_stage(cfg: DemoConfig) -> str:
+    """The stage whose model is exported as the folder's generation model."""
+    return "gen" if cfg.gen_steps > 0 else "dpo" if runs_dpo(cfg) else "sft"
+
+
 def dpo_config(cfg: DemoConfig, sft_dir: Path, prefs: Path, out: Path):
     """DPO from the SFT model on the preference corpus `prefs`: `dpo_epochs` passes, 8 pairs a step."""
     from emu3.recipes import dpo
@@ -331,20 +377,32 @@ def _world_records(cfg: DemoConfig) -> list[dict]:
     return records
 
 
+def fine_tune_records(cfg: DemoConfig) -> list[dict]:
+    """Records only the fine-tunes read (tagged, so pretraining leaves them out), in this order: the moved
+    digits to read, the where-set (when a stage asks questions first), the digits to draw (gen stage).
+    Each set goes after the ones before it, so that turning a later one on leaves the earlier examples
+    where they were."""
+    from emu3.worlds import data
+
+    records: list[dict] = []
+    if cfg.use_digits and cfg.digit_augment:
+        records += data.digit_readings(cfg.digit_augment, seed=cfg.seed, image_size=cfg.image_size)
+    if asks_first(cfg) and cfg.where_scenes:
+        records += data.where_questions(cfg.where_scenes, seed=cfg.seed, image_size=cfg.image_size)
+    if cfg.gen_steps > 0 and cfg.use_digits:
+        records += data.digit_drawings(image_size=cfg.image_size)
+    return records
+
+
 def _tokenize_world(cfg: DemoConfig, vq_dir: Path, tok_dir: Path, corpus: Path) -> None:
     from emu3.convert.vq import load_vision_tokenizer
     from emu3.data.pretokenize import PretokenizeConfig, pretokenize
     from emu3.tokens.text import train_text_tokenizer
-    from emu3.worlds import data
 
     records = _world_records(cfg)
     vq = load_vision_tokenizer(vq_dir, device=cfg.device)
     texts = [r.get("caption", "") for r in records] + [f"{q} {a}" for r in records for q, a in r.get("qa", [])]
-    # Fine-tuning-only records go after the world's, which keep their indices and shards.
-    if cfg.use_digits and cfg.digit_augment:
-        records += list(data.digit_readings(cfg.digit_augment, seed=cfg.seed, image_size=cfg.image_size))
-    if asks_first(cfg) and cfg.where_scenes:
-        records += list(data.where_questions(cfg.where_scenes, seed=cfg.seed, image_size=cfg.image_size))
+    records += fine_tune_records(cfg)  # after the world's, which keep their indices and shards
     texts += ["You are a helpful assistant. USER: ASSISTANT:"] * 50
     tok = train_text_tokenizer(texts, cfg.text_vocab, vq.cfg.codebook_size)
     tok.save(tok_dir)

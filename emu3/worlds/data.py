@@ -5,6 +5,7 @@
     motion_videos(n, seed)     {"video", "caption", "motion"}    text->video and video extension
     digit_captions(split)      {"image", "caption", "label"}     a real dataset (scikit-learn digits)
     digit_readings(copies)     the same, randomly moved, as image->text only ("tag": "aug")
+    digit_drawings()           the same, as they are, as text->image only ("tag": "digit")
     where_questions(n, seed)   {"image", "qa", "tag": "where"}   "where is the X?" about scenes of 2-3 objects
 
 Training draws seeds below `EVAL_SEED_OFFSET`; evaluation (emu3.eval.world) draws above it, so the
@@ -70,6 +71,13 @@ def digit_readings(copies: int, seed: int = 0, image_size: int = 64) -> Iterator
         for image, label in zip(images, labels, strict=True):
             yield {"image": digits.augment(image, rng), "caption": digits.caption(int(label)), "label": int(label),
                    "generation": 0.0, "understanding": 1.0, "tag": "aug"}  # fmt: skip
+
+
+def digit_drawings(image_size: int = 64) -> Iterator[dict]:
+    """Each real training digit once more, to be drawn (text -> image only), tagged "digit" so that a
+    generation fine-tune can draw them more often than the shapes scenes (kind "t2i:digit")."""
+    for record in digit_captions("train", image_size):
+        yield {**record, "generation": 1.0, "understanding": 0.0, "tag": "digit"}
 
 
 def where_questions(n: int, seed: int = 0, image_size: int = 64) -> Iterator[dict]:
