@@ -19,12 +19,18 @@ def mean_se(values: Sequence[float]) -> tuple[float, float]:
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
-    """mean(a - b) over paired items (same prompts and seeds), its standard error, and whether the
-    difference exceeds twice that standard error (`significant`, as 1.0 / 0.0)."""
+    """mean(a - b) over paired items (same prompts and seeds), its standard error, whether a is higher by
+    more than twice that standard error (`significant`, as 1.0 / 0.0; the targets' one-sided test) and
+    whether it is lower by more (`significantly_lower`)."""
     if len(a) != len(b):
         raise ValueError(f"paired difference needs equal lengths, got {len(a)} and {len(b)}")
     diff, se = mean_se([x - y for x, y in zip(a, b, strict=True)])
-    return {"difference": diff, "se": se, "significant": float(diff > 2 * se)}
+    return {
+        "difference": diff,
+        "se": se,
+        "significant": float(diff > 2 * se),
+        "significantly_lower": float(diff < -2 * se),
+    }
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:

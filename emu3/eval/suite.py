@@ -85,10 +85,10 @@ def markdown(summary: dict) -> str:
         lines += ["", "Sampling for every model, overriding its own defaults: "
                   + ", ".join(f"{k} {v}" for k, v in summary["sampling"].items())]  # fmt: skip
     if summary["comparisons"]:
-        lines += ["", "| comparison | task | difference | 2 x SE | significant |", "|---|---|---|---|---|"]
+        lines += ["", "| comparison | task | difference | 2 x SE | beyond 2 SE |", "|---|---|---|---|---|"]
         for c in summary["comparisons"]:
-            lines.append(f"| {c['what']} | {c['task']} | {c['difference']:+.3f} | {2 * c['se']:.3f} | "
-                         f"{'yes' if c['significant'] else 'no'} |")  # fmt: skip
+            beyond = "higher" if c["significant"] else "lower" if c.get("significantly_lower") else "no"
+            lines.append(f"| {c['what']} | {c['task']} | {c['difference']:+.3f} | {2 * c['se']:.3f} | {beyond} |")
     return "\n".join(lines) + "\n"
 
 

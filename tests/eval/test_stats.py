@@ -22,6 +22,9 @@ def test_paired_difference_uses_the_per_item_differences():
     assert d["se"] == pytest.approx(math.sqrt(1 / 3 / 4))
     assert d["significant"] == 0.0  # 0.5 < 2 * 0.289
     assert paired_difference([1.0] * 8, [0.0] * 8)["significant"] == 1.0
+    assert d["significantly_lower"] == 0.0 and paired_difference([1.0] * 8, [0.0] * 8)["significantly_lower"] == 0.0
+    drop = paired_difference([0.0] * 8, [1.0] * 8)  # a large drop is significant too, in the other direction
+    assert (drop["significant"], drop["significantly_lower"]) == (0.0, 1.0)
     with pytest.raises(ValueError, match="equal lengths"):
         paired_difference([1.0], [1.0, 0.0])
 
@@ -32,3 +35,15 @@ def test_wilson_interval_known_values():
     assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == pytest.approx(1.0)
     with pytest.raises(ValueError):
         wilson_interval(3, 2)
+
+
+def test_the_comparison_table_says_which_way_a_difference_goes_beyond_two_standard_errors():
+    from emu3.eval.suite import comparisons, markdown
+
+    def scored(items):
+        return {"digits": {"items": items}}
+
+    results = {"a": scored([1.0] * 8), "b": scored([0.0] * 8), "c": scored([0.0] * 8), "d": scored([1.0] * 8)}
+    table = markdown({"results": results, "comparisons": comparisons(results)})
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[-1].strip(" |") for line in table.splitlines()}
+    assert (rows["b - a"], rows["c - b"], rows["d - c"]) == ("lower", "no", "higher")
