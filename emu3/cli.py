@@ -108,7 +108,8 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-new-tokens", type=int, default=None, help="answer length limit")
     p.add_argument("--generation-model", action="store_true",
                    help="answer with the folder's generation model even when it holds an understanding model "
-                        "(<model>/chat, used by default)")  # fmt: skip
+                        "(<model>/chat, used by default); the shipped demo's generation model answers the world's "
+                        "questions but no longer captions")  # fmt: skip
     _add_model_args(p)
     p.set_defaults(func=_chat)
 

@@ -71,6 +71,8 @@ class Server:
         self.metrics = Metrics()
         self.worker = self._worker(pipe)
         self.chat_worker = self.worker if self.reader is pipe else self._worker(self.reader)
+        # The name chat completions report: the understanding model's, when it is not the generator.
+        self.chat_model_name = cfg.model_name if self.reader is pipe else f"{cfg.model_name}-chat"
 
     def _worker(self, pipe: Pipeline) -> Worker:
         max_len = min(self.cfg.max_len or pipe.decoder.cfg.max_seq_len, pipe.decoder.cfg.max_seq_len)
@@ -228,7 +230,7 @@ def _add_routes(app: FastAPI, server: Server) -> None:
     async def chat(body: ChatCompletionRequest, http: Request):
         reader, worker = server.reader, server.chat_worker
         job = await run_in_threadpool(tasks.chat_job, reader, limits, body, worker.scheduler.max_len)
-        model, reply_id = body.model or server.cfg.model_name, f"chatcmpl-{uuid.uuid4().hex}"
+        model, reply_id = server.chat_model_name, f"chatcmpl-{uuid.uuid4().hex}"  # the one that answers
         sub = server.submit([job.request], notify=(lambda *_: True) if body.stream else None, worker=worker)[0]
         if body.stream:
             return _sse(_chat_chunks(server, sub, job, body, model, reply_id))
@@ -254,8 +256,15 @@ def _add_routes(app: FastAPI, server: Server) -> None:
         if not all(w.alive for w in server.workers):
             raise APIError(503, "a scheduler thread is not running", code="unavailable")
         s = server.stats()
-        return {"status": "ok", "model": server.cfg.model_name, "waiting": s.waiting, "running": s.running,
-                "rows_in_use": s.rows_in_use, "max_rows": s.max_rows}  # fmt: skip
+        return {
+            "status": "ok",
+            "model": server.cfg.model_name,
+            "chat_model": server.chat_model_name,
+            "waiting": s.waiting,
+            "running": s.running,
+            "rows_in_use": s.rows_in_use,
+            "max_rows": s.max_rows,
+        }
 
     @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
     async def metrics():

@@ -35,7 +35,7 @@ class Sampling(APIModel):
 
 class ImageGenerationRequest(Sampling):
     prompt: str = Field(min_length=1, description="what to draw")
-    model: str | None = Field(None, description="accepted for compatibility; this server has one model")
+    model: str | None = Field(None, description="accepted for compatibility; the server picks its model")
     n: int = Field(1, ge=1, le=MAX_IMAGES, description="images to generate")
     size: str = Field("auto", pattern=SIZE_PATTERN, description="WIDTHxHEIGHT in pixels, or auto")
     response_format: Literal["b64_json"] = Field("b64_json", description="only b64_json: no URLs are hosted")
@@ -170,7 +170,8 @@ class ErrorResponse(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok"]
-    model: str
+    model: str  # generates images and videos
+    chat_model: str  # answers chat completions: `model`, or its understanding model (`<model>-chat`)
     waiting: int
     running: int
     rows_in_use: int

@@ -254,6 +254,8 @@ _SAMPLE = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"
 def test_health_metrics_docs_and_page(client):
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["max_rows"] == 8
+    assert health["model"] == health["chat_model"] == "emu3"  # one model draws and answers
+    assert client.post(CHAT, json={"messages": USER, "model": "gpt-4o", "max_tokens": 2}).json()["model"] == "emu3"
     client.post(IMG, json={"prompt": "x", "size": "32x32"})
     metrics = client.get("/metrics")
     assert metrics.headers["content-type"].startswith("text/plain")

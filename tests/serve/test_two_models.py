@@ -43,6 +43,7 @@ def test_chat_goes_to_the_reader_and_images_to_the_generator(pipe, reader):
                        timeout=60)  # fmt: skip
         assert r.status_code == 200, r.text
         assert r.json()["choices"][0]["message"]["content"] == reader.chat(turn)
+        assert r.json()["model"] == health["chat_model"] == "emu3-chat" and health["model"] == "emu3"
         body = {"prompt": "a blue square", "size": "32x32", "seed": 3}
         r = httpx.post(f"{url}/v1/images/generations", json=body, timeout=60)
         assert r.status_code == 200, r.text
