@@ -160,6 +160,11 @@ class DemoConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:  # checked up front, not when the chat stage starts an hour in
+        if self.gen_steps < 0 or self.gen_digit_weight < 0 or (self.gen_steps and self.gen_lr <= 0):
+            raise ValueError(
+                f"gen_steps={self.gen_steps}, gen_digit_weight={self.gen_digit_weight}, gen_lr={self.gen_lr}: "
+                "expected steps and weight >= 0 and, with steps, a positive learning rate"
+            )
         if self.chat_from not in CHAT_FROM:
             raise ValueError(f"chat_from={self.chat_from!r}: expected one of {', '.join(CHAT_FROM)}")
         if self.chat_steps > 0 and self.chat_from == "dpo" and not runs_dpo(self):

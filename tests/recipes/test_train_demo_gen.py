@@ -57,6 +57,13 @@ def test_the_gen_stage_starts_from_the_dpo_model_and_draws_the_digits_gen_digit_
     assert gen_config(sft_config(_base(), shapes_only), shapes_only).data.kinds == ("t2i",)
 
 
+@pytest.mark.parametrize("bad", [{"gen_steps": -1}, {"gen_digit_weight": -2}, {"gen_steps": 5, "gen_lr": 0.0}])
+def test_a_bad_gen_setting_is_refused_before_any_stage_runs(bad):
+    with pytest.raises(ValueError, match="gen_"):
+        DemoConfig(**bad)
+    DemoConfig(gen_lr=0.0)  # no gen stage: its learning rate is never used
+
+
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     """A train-demo folder whose stages up to DPO are done (a tiny random model as the DPO model), with a
