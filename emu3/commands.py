@@ -45,8 +45,12 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
 
 
 def _sampling(pipe, args: argparse.Namespace):
+    """The sampling the command line asks for; None without --temperature or --top-k (the model's own,
+    for text-to-image per prompt family: `PipelineConfig.prompt_sampling`)."""
     from dataclasses import replace
 
+    if args.temperature is None and args.top_k is None:
+        return None
     sampling = pipe.cfg.sampling()
     if args.temperature is not None:
         sampling = replace(sampling, temperature=args.temperature)

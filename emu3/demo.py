@@ -52,7 +52,8 @@ def _loader(args: argparse.Namespace, changes: dict):
 
     def load(folder):
         pipe = load_pipeline(folder, None, args.device, args.dtype)
-        return pipe.with_config(**changes) if changes else pipe
+        # Overridden sampling applies to every prompt, those with a family's own (`prompt_sampling`) too.
+        return pipe.with_config(**changes, prompt_sampling=()) if changes else pipe
 
     return load
 

@@ -29,6 +29,7 @@ import torch
 from emu3.generate.pipeline import Pipeline
 from emu3.worlds import checker, motion, shapes
 from emu3.worlds.data import EVAL_SEED_OFFSET  # training data uses seeds below this
+from emu3.worlds.digits import DRAW_SAMPLING
 
 
 def text_to_image(pipe: Pipeline, n: int = 32, seed: int = 0, guidance: float | None = None,
@@ -80,20 +81,19 @@ def compositional(pipe: Pipeline, n: int = 32, seed: int = 0) -> dict:
     return text_to_image(pipe, n, seed, split="held_out")
 
 
-# Digits are sampled with stronger guidance and a lower temperature than the shapes scenes. Chosen on
-# evaluation seed 7 (200 prompts each, shipped model at 84275aa): guidance 1.5 / 3 / 4 at temperature 0.6
-# judged 0.62 / 0.83 / 0.81 right, 3 and 4 at temperature 0.3 both 0.855, 3 at 0.1 0.86. The shapes
-# scenes go the other way (300 prompts, same seed): guidance 3 scored 0.76 against 0.89 at 1.5.
-DIGIT_SAMPLING: dict[str, float] = {"guidance": 3.0, "temperature": 0.3}
+# Generated digits are sampled with their own guidance and temperature (`digits.DRAW_SAMPLING`: why).
+DIGIT_SAMPLING: dict[str, float] = DRAW_SAMPLING
 
 
 def digits(pipe: Pipeline, n: int = 30, seed: int = 0, sampling: dict | None = None, judge=None) -> dict:
     """'the digit 7' -> image, judged by a classifier trained on the real training split. `sampling`:
-    changes to the model's sampling defaults (default `DIGIT_SAMPLING`; {} for the model's own)."""
+    changes to the model's sampling defaults (default `DIGIT_SAMPLING`; {} for the model's defaults, not
+    the sampling it may keep for digit prompts)."""
     from emu3.worlds import digits as digit_world
 
     sampling = DIGIT_SAMPLING if sampling is None else sampling
-    pipe = pipe.with_config(**sampling) if sampling else pipe
+    # Exactly this sampling over the model's defaults, not its own for digit prompts (`prompt_sampling`).
+    pipe = pipe.with_config(**sampling, prompt_sampling=())
     judge = judge or digit_world.DigitJudge.train()
     labels = [(seed + i) % 10 for i in range(n)]
     images = _batched(lambda ps, i: pipe.text_to_image(ps, seed=seed + i), [digit_world.caption(d) for d in labels])

@@ -454,9 +454,12 @@ def where_kinds(cfg: DemoConfig) -> tuple[str, ...]:
 
 def _write_pipeline_defaults(model_dir: Path, cfg: DemoConfig, fine_tuned: bool = True, vq_folder: str = "") -> None:
     """Generation defaults; a model that was not fine-tuned is asked in the layout pretraining used."""
-    from emu3.generate.pipeline import PipelineConfig
+    from emu3.generate.pipeline import PipelineConfig, PromptSampling
+    from emu3.worlds import digits
 
     size = (cfg.image_size, cfg.image_size)
+    # Prompts like "the digit 7" are drawn at the digits' own guidance and temperature.
+    families = (PromptSampling(digits.CAPTION_PATTERN, **digits.DRAW_SAMPLING),) if cfg.use_digits else ()
     defaults = PipelineConfig(
         positive_suffix="",
         negative_prompt="",
@@ -469,6 +472,7 @@ def _write_pipeline_defaults(model_dir: Path, cfg: DemoConfig, fine_tuned: bool 
         question_first=cfg.question_first and fine_tuned,
         question_twice=cfg.question_twice and fine_tuned,
         vq_folder=vq_folder,
+        prompt_sampling=families,
     )
     defaults.write(model_dir)
 
@@ -492,7 +496,8 @@ def sample_preference_pairs(
     from emu3.generate.pipeline import Pipeline
     from emu3.tokens import templates
 
-    pipe = Pipeline.load(model_dir, device=device).with_config(temperature=temperature)
+    # Every prompt at `temperature` and the model's guidance, digits too (not their `prompt_sampling`).
+    pipe = Pipeline.load(model_dir, device=device).with_config(temperature=temperature, prompt_sampling=())
     h, w = pipe.latent_size()
     pairs, scores_all = [], []
     for i in range(0, len(prompts), 8):
