@@ -69,7 +69,9 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", default="emu3.png", help="output file; several images get _N suffixes")
     p.add_argument("--size", default=None, help="image size in pixels, HxW or one number (default: the model's)")
     p.add_argument("--num-images", type=int, default=1, help="images per prompt")
-    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (1 = off)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale (1 = off; default: the model's, for the prompt's family "
+                        "if its folder keeps one, e.g. digits)")  # fmt: skip
     p.add_argument("--negative", default=None, help="negative prompt (default: the model's)")
     _add_model_args(p)
     p.set_defaults(func=_generate)
