@@ -260,19 +260,20 @@ class Pipeline:
         the defaults; prompts sampled alike are generated together, one batch per kind."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         h, w = self.latent_size(image_size)
+        cond = [templates.t2i_prompt(p, h, w, self.tok, positive_suffix=self.cfg.positive_suffix) for p in prompts]
         neg = templates.t2i_negative_prompt(h, w, self.tok, negative_prompt or self.cfg.negative_prompt)
+        plan, prefix = image_plan(h, w, *self._grid_ids()), fmt.image_prefix(h, w, self.tok)
         groups: dict[tuple, list[int]] = {}  # (guidance, sampling) -> prompt indices, in first-seen order
         for i, prompt in enumerate(prompts):
             g, s = self.cfg.for_prompt(prompt)
             groups.setdefault((g if guidance is None else guidance, s if sampling is None else sampling), []).append(i)
         codes: list[Tensor | None] = [None] * (len(prompts) * num_images)
         for (g, s), members in groups.items():
-            rows = [templates.t2i_prompt(prompts[i], h, w, self.tok, positive_suffix=self.cfg.positive_suffix)
-                    for i in members for _ in range(num_images)]  # fmt: skip
-            out = self._generate(rows, [image_plan(h, w, *self._grid_ids())] * len(rows), neg, g, s, seed, progress)
+            rows = [cond[i] for i in members for _ in range(num_images)]
+            out = self._generate(rows, [plan] * len(rows), neg, g, s, seed, progress)
             slots = [i * num_images + k for i in members for k in range(num_images)]
             for slot, row in zip(slots, out, strict=True):
-                codes[slot] = self._parse_vision(fmt.image_prefix(h, w, self.tok), row, fmt.Image)
+                codes[slot] = self._parse_vision(prefix, row, fmt.Image)
         return torch.stack(codes)
 
     def encode_images(self, images: Sequence[np.ndarray]) -> list[Tensor]:

@@ -335,8 +335,7 @@ def gen_config(sft_cfg: TrainConfig, cfg: DemoConfig) -> TrainConfig:
     on text -> image examples only: the world's, and `gen_digit_weight` times the digits to draw."""
     out = Path(sft_cfg.out).parent
     digits = ("t2i:digit",) * cfg.gen_digit_weight if cfg.use_digits else ()
-    start = "dpo" if runs_dpo(cfg) else "sft"
-    return replace(sft_cfg, out=str(out / "gen"), init=str(out / start / "model"), steps=cfg.gen_steps,
+    return replace(sft_cfg, out=str(out / "gen"), init=str(out / tuned_stage(cfg) / "model"), steps=cfg.gen_steps,
                    optim=OptimConfig(lr=cfg.gen_lr, min_lr=cfg.gen_lr / 10, warmup_steps=20),
                    data=replace(sft_cfg.data, kinds=("t2i", *digits)))  # fmt: skip
 
@@ -351,9 +350,14 @@ def _check_corpus_draws_digits(cfg: DemoConfig, corpus: Path) -> None:
         )
 
 
+def tuned_stage(cfg: DemoConfig) -> str:
+    """The last stage of the shared post-training: DPO, or SFT when there is no DPO stage."""
+    return "dpo" if runs_dpo(cfg) else "sft"
+
+
 def generation_stage(cfg: DemoConfig) -> str:
     """The stage whose model is exported as the folder's generation model."""
-    return "gen" if cfg.gen_steps > 0 else "dpo" if runs_dpo(cfg) else "sft"
+    return "gen" if cfg.gen_steps > 0 else tuned_stage(cfg)
 
 
 def dpo_config(cfg: DemoConfig, sft_dir: Path, prefs: Path, out: Path):

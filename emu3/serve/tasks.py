@@ -66,7 +66,7 @@ def image_job(pipe: Pipeline, limits: Limits, body: ImageGenerationRequest, max_
     cond = _encoded("prompt", templates.t2i_prompt, body.prompt, h, w, tok, positive_suffix=pipe.cfg.positive_suffix)
     neg = _encoded("negative_prompt", templates.t2i_negative_prompt, h, w, tok, _negative(pipe, limits, body))
     family_guidance, family_sampling = pipe.cfg.for_prompt(body.prompt)  # the prompt's family's defaults
-    guidance = _guidance(pipe, limits, body, family_guidance)
+    guidance = _guidance(family_guidance, limits, body)
     plan = image_plan(h, w, *_grid_ids(pipe))
     _check_length("prompt", [cond, neg], plan.numel(), limits, max_len)
     sampling = _sampling(family_sampling, body)
@@ -192,7 +192,7 @@ def video_job(pipe: Pipeline, limits: Limits, body: VideoGenerationRequest, max_
     neg = [tok.special.bos, *_encoded("negative_prompt", tok.encode, _negative(pipe, limits, body)), *prefix]
     plan = video_plan(new, h, w, *_grid_ids(pipe))
     _check_length("frames", [cond, neg], plan.numel(), limits, max_len)
-    guidance = _guidance(pipe, limits, body)
+    guidance = _guidance(pipe.cfg.guidance, limits, body)
     request = Request(cond, plan, negative_prompt=neg if guidance != 1.0 else None, guidance=guidance,
                       sampling=_sampling(pipe.cfg.sampling(), body), seed=body.seed)  # fmt: skip
     return VideoJob(request, prefix, body.fps)
@@ -243,8 +243,7 @@ def _max_area(pipe: Pipeline, limits: Limits) -> int:
     return limits.max_image_area or pipe.decoder.cfg.image_area
 
 
-def _guidance(pipe: Pipeline, limits: Limits, body: Sampling, default: float | None = None) -> float:
-    default = pipe.cfg.guidance if default is None else default
+def _guidance(default: float, limits: Limits, body: Sampling) -> float:
     g = default if body.guidance_scale is None else body.guidance_scale
     if not limits.min_guidance <= g <= limits.max_guidance:
         raise invalid("guidance_scale", f"must lie in [{limits.min_guidance}, {limits.max_guidance}]")
