@@ -49,6 +49,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None, help="sampling seed (default: random)")
     p.add_argument("--temperature", type=float, default=None, help="sampling temperature (0 = greedy)")
     p.add_argument("--top-k", type=int, default=None, help="top-k sampling (0 = off)")
+    p.add_argument("--min-p", type=float, default=None,
+                   help="keep tokens at least this fraction as likely as the likeliest, measured without guidance "
+                        "(0 = off; default: the model's)")  # fmt: skip
 
 
 def _load_pipeline(args: argparse.Namespace):

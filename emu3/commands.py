@@ -45,18 +45,18 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
 
 
 def _sampling(pipe, args: argparse.Namespace):
-    """The sampling the command line asks for; None without --temperature or --top-k (the model's own,
-    for text-to-image per prompt family: `PipelineConfig.prompt_sampling`)."""
+    """The sampling the command line asks for; None without --temperature, --top-k or --min-p (the model's
+    own, for text-to-image per prompt family: `PipelineConfig.prompt_sampling`)."""
     from dataclasses import replace
 
-    if args.temperature is None and args.top_k is None:
+    given = {k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k),
+                               ("min_p", getattr(args, "min_p", None))) if v is not None}  # fmt: skip
+    if not given:
         return None
-    sampling = pipe.cfg.sampling()
-    if args.temperature is not None:
-        sampling = replace(sampling, temperature=args.temperature)
-    if args.top_k is not None:
-        sampling = replace(sampling, top_k=args.top_k)
-    return sampling
+    try:
+        return replace(pipe.cfg.sampling(), **given)
+    except ValueError as err:
+        raise SystemExit(f"bad sampling settings: {err}") from err
 
 
 class _Bar:
@@ -129,8 +129,8 @@ def chat(pipe, args: argparse.Namespace) -> int:
     from emu3.generate.pipeline import Turn
 
     kwargs = dict(max_new_tokens=args.max_new_tokens, seed=args.seed)
-    if args.temperature is not None or args.top_k is not None:
-        kwargs["sampling"] = _sampling(pipe, args)
+    if (sampling := _sampling(pipe, args)) is not None:
+        kwargs["sampling"] = sampling
     image = _read_image(args.image) if args.image else None
     if args.question is not None:
         content = (image, args.question) if image is not None else (args.question,)

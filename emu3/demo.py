@@ -26,15 +26,18 @@ EVAL_SHARES = {"text_to_image": 1.0, "text_to_image_no_cfg": 1.0, "compositional
 
 
 def sampling_overrides(args: argparse.Namespace) -> dict:
-    """--guidance / --temperature / --top-k given on the command line, checked; the rest stay the model's."""
+    """--guidance / --temperature / --top-k / --min-p given on the command line, checked; the rest stay the
+    model's."""
     changes = {k: v for k, v in (("guidance", args.guidance), ("temperature", args.temperature),
-                                 ("top_k", args.top_k)) if v is not None}  # fmt: skip
+                                 ("top_k", args.top_k), ("min_p", args.min_p)) if v is not None}  # fmt: skip
     if changes.get("guidance", 1.0) < 1.0:
         raise SystemExit(f"--guidance {changes['guidance']}: must be >= 1 (1 means no guidance)")
     if changes.get("temperature", 1.0) <= 0:
         raise SystemExit(f"--temperature {changes['temperature']}: must be > 0")
     if changes.get("top_k", 1) < 1:
         raise SystemExit(f"--top-k {changes['top_k']}: must be >= 1")
+    if not 0.0 <= changes.get("min_p", 0.0) <= 1.0:
+        raise SystemExit(f"--min-p {changes['min_p']}: must be in [0, 1]")
     return changes
 
 
@@ -171,6 +174,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         )
         p.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the model's)")
         p.add_argument("--top-k", type=int, default=None, help="sampling top-k (default: the model's)")
+        p.add_argument("--min-p", type=float, default=None,
+                       help="min-p on the conditional distribution, 0 = off (default: the model's)")  # fmt: skip
     demo.add_argument("--model", default=None, help="model folder (default: the shipped demo model)")
     ev.add_argument("--model", action="append", metavar="[NAME=]FOLDER",
                     help="model folder, repeatable for a paired comparison (default: the shipped model); "

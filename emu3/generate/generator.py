@@ -167,13 +167,16 @@ class Generator:
             logits = self.model.logits(hidden, slice(vocab.visual_start, vocab.visual_start + vocab.codebook_size))
         else:
             logits = self.model.logits(hidden)
+        cond = logits[: step_plan.shape[0]]  # min-p's reference: the conditional rows (all rows without CFG)
         if rule.scale is not None:
             progress = torch.full_like(rule.scale, step) / rule.plan_len
             logits = cfg_logits(logits, scheduled_scale(rule.scale, progress, rule.schedule))  # (B, V')
         if kind == "visual":
-            sampled = sample(logits, rule.sampling, rule.rng) + vocab.visual_start
+            sampled = sample(logits, rule.sampling, rule.rng, reference=cond) + vocab.visual_start
         else:
-            sampled = sample(constrain(logits, step_plan, self.masks.to(logits.device)), rule.sampling, rule.rng)
+            masks = self.masks.to(logits.device)
+            logits, cond = constrain(logits, step_plan, masks), constrain(cond, step_plan, masks)
+            sampled = sample(logits, rule.sampling, rule.rng, reference=cond)
         return choose(step_plan, sampled)
 
 

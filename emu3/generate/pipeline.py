@@ -85,6 +85,9 @@ class PipelineConfig:
     temperature: float = 1.0
     top_k: int = 2048
     top_p: float = 1.0
+    # min-p on the conditional distribution (generate.sampling): under guidance, the candidates are the
+    # tokens the prompt itself finds plausible. 0 (BAAI's sampling) disables.
+    min_p: float = 0.0
     max_answer_tokens: int = 256
     # Ask a question before the image it is about (USER: question <image>), not after it (BAAI's
     # layout): for models fine-tuned that way, such as the demo model (pretokenize's `question_first`).
@@ -124,7 +127,7 @@ class PipelineConfig:
         (Path(folder) / PIPELINE_FILE).write_text(json.dumps(data, indent=2) + "\n")
 
     def sampling(self) -> SamplingConfig:
-        return SamplingConfig(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
+        return SamplingConfig(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, min_p=self.min_p)
 
     def for_prompt(self, prompt: str) -> tuple[float, SamplingConfig]:
         """(guidance, sampling) for a text-to-image prompt: its family's (`prompt_sampling`) or the defaults."""
@@ -133,7 +136,8 @@ class PipelineConfig:
             return self.guidance, self.sampling()
         guidance = self.guidance if rule.guidance is None else rule.guidance
         sampling = SamplingConfig(temperature=self.temperature if rule.temperature is None else rule.temperature,
-                                  top_k=self.top_k if rule.top_k is None else rule.top_k, top_p=self.top_p)  # fmt: skip
+                                  top_k=self.top_k if rule.top_k is None else rule.top_k, top_p=self.top_p,
+                                  min_p=self.min_p)  # fmt: skip
         return guidance, sampling
 
 

@@ -347,14 +347,15 @@ class Scheduler:
         hidden = self.hidden[rows]  # (G or 2G, D)
         start = self.vocab.visual_start
         logits = self.model.logits(hidden, slice(start, start + self.vocab.codebook_size) if visual else None)
+        cond = logits[: len(runs)]  # min-p's reference: the conditional rows
         if guided:
             logits = cfg_logits(logits, self._guidance(runs))  # (G, V')
         if not visual:
             entries = torch.tensor([r.plan[r.step] for r in runs], device=self.device)
-            logits = constrain(logits, entries, self.masks)
+            logits, cond = constrain(logits, entries, self.masks), constrain(cond, entries, self.masks)
         tokens = []
         for i, run in enumerate(runs):
-            tokens.append(sample(logits[i : i + 1], run.ticket.request.sampling, run.rng))
+            tokens.append(sample(logits[i : i + 1], run.ticket.request.sampling, run.rng, reference=cond[i : i + 1]))
         out = torch.cat(tokens) + (start if visual else 0)
         return out.tolist()
 

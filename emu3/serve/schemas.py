@@ -28,6 +28,7 @@ class Sampling(APIModel):
     seed: int | None = Field(None, ge=0, le=SEED_MAX, description="extension: sampling seed (image i uses seed + i)")
     temperature: float | None = Field(None, ge=0, le=10, description="extension: sampling temperature (0 = greedy)")
     top_k: int | None = Field(None, ge=0, le=1_000_000, description="extension: top-k sampling (0 = off)")
+    min_p: float | None = Field(None, ge=0, le=1, description="extension: min-p on the unguided distribution (0 = off)")
 
 
 # ---------------------------------------------------------------- images

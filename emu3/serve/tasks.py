@@ -257,7 +257,8 @@ def _negative(pipe: Pipeline, limits: Limits, body: Sampling) -> str:
 
 
 def _sampling(default: SamplingConfig, body: Sampling) -> SamplingConfig:
-    changes = {k: v for k, v in (("temperature", body.temperature), ("top_k", body.top_k)) if v is not None}
+    changes = {k: v for k, v in (("temperature", body.temperature), ("top_k", body.top_k), ("min_p", body.min_p))
+               if v is not None}  # fmt: skip
     return replace(default, **changes)
 
 
