@@ -100,3 +100,23 @@ def test_a_folder_keeps_min_p_for_every_prompt_family_and_the_command_line_can_c
     strict = pipe.with_config(min_p=1.0, temperature=1.0, guidance=5.0)
     greedy = pipe.with_config(min_p=0.0, temperature=0.0, guidance=1.0)
     assert torch.equal(strict.text_to_image_codes(["a circle"], seed=1), greedy.text_to_image_codes(["a circle"]))
+
+
+def test_a_server_request_sets_min_p_over_the_folders_and_out_of_range_is_refused():
+    pytest.importorskip("pydantic")
+    from pydantic import ValidationError
+
+    from emu3.serve.config import Limits
+    from emu3.serve.schemas import ImageGenerationRequest, VideoGenerationRequest
+    from emu3.serve.tasks import image_job, video_job
+    from tests.helpers.tiny_pipeline import tiny_pipeline
+
+    pipe = tiny_pipeline(seed=0).with_config(min_p=0.1)
+    image = image_job(pipe, Limits(), ImageGenerationRequest(prompt="a circle", size="32x32"), 512).requests[0]
+    assert image.sampling.min_p == 0.1  # the folder's
+    asked = image_job(pipe, Limits(), ImageGenerationRequest(prompt="a circle", size="32x32", min_p=0.5), 512)
+    assert asked.requests[0].sampling.min_p == 0.5
+    video = video_job(pipe, Limits(), VideoGenerationRequest(prompt="a circle", frames=1, min_p=0.0), 512)
+    assert video.request.sampling.min_p == 0.0
+    with pytest.raises(ValidationError, match="min_p"):
+        ImageGenerationRequest(prompt="a circle", min_p=1.5)
