@@ -58,6 +58,7 @@ class PromptSampling:
     guidance: float | None = None
     temperature: float | None = None
     top_k: int | None = None
+    min_p: float | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -117,7 +118,7 @@ class PipelineConfig:
             raw["prompt_sampling"] = tuple(PromptSampling(**entry) for entry in raw.get("prompt_sampling", ()))
         except TypeError as err:  # an unknown or missing key in an entry
             raise ValueError(
-                f"{path}: prompt_sampling entries hold pattern, guidance, temperature, top_k: {err}"
+                f"{path}: prompt_sampling entries hold pattern, guidance, temperature, top_k, min_p: {err}"
             ) from err
         return cls(**raw)
 
@@ -137,7 +138,7 @@ class PipelineConfig:
         guidance = self.guidance if rule.guidance is None else rule.guidance
         sampling = SamplingConfig(temperature=self.temperature if rule.temperature is None else rule.temperature,
                                   top_k=self.top_k if rule.top_k is None else rule.top_k, top_p=self.top_p,
-                                  min_p=self.min_p)  # fmt: skip
+                                  min_p=self.min_p if rule.min_p is None else rule.min_p)  # fmt: skip
         return guidance, sampling
 
 

@@ -90,7 +90,10 @@ def test_a_folder_keeps_min_p_for_every_prompt_family_and_the_command_line_can_c
     cfg = PipelineConfig(min_p=0.1, prompt_sampling=(PromptSampling("the digit [0-9]", temperature=0.3),))
     cfg.write(tmp_path)
     assert PipelineConfig.read(tmp_path) == cfg
-    assert cfg.sampling().min_p == 0.1 and cfg.for_prompt("the digit 3")[1].min_p == 0.1
+    assert cfg.sampling().min_p == 0.1 and cfg.for_prompt("the digit 3")[1].min_p == 0.1  # inherited
+    own = PipelineConfig(min_p=0.1, prompt_sampling=(PromptSampling("the digit [0-9]", min_p=0.0),))
+    own.write(tmp_path)
+    assert PipelineConfig.read(tmp_path) == own and own.for_prompt("the digit 3")[1].min_p == 0.0
     pipe = tiny_pipeline(seed=0).with_config(min_p=0.1, top_k=5)
     assert _sampling(pipe, argparse.Namespace(temperature=None, top_k=None, min_p=None)) is None
     assert _sampling(pipe, argparse.Namespace(temperature=None, top_k=None, min_p=0.0)).min_p == 0.0
