@@ -47,14 +47,12 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
 def _sampling(pipe, args: argparse.Namespace):
     """The sampling the command line asks for; None without --temperature, --top-k or --min-p (the model's
     own, for text-to-image per prompt family: `PipelineConfig.prompt_sampling`)."""
-    from dataclasses import replace
+    from emu3.generate.sampling import overlay
 
-    given = {k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k),
-                               ("min_p", getattr(args, "min_p", None))) if v is not None}  # fmt: skip
-    if not given:
+    if args.temperature is None and args.top_k is None and args.min_p is None:
         return None
     try:
-        return replace(pipe.cfg.sampling(), **given)
+        return overlay(pipe.cfg.sampling(), temperature=args.temperature, top_k=args.top_k, min_p=args.min_p)
     except ValueError as err:
         raise SystemExit(f"bad sampling settings: {err}") from err
 

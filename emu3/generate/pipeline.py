@@ -24,7 +24,7 @@ from torch import Tensor
 
 from emu3.generate.constraints import image_plan, text_plan, video_plan
 from emu3.generate.generator import Generator, VocabLayout
-from emu3.generate.sampling import SamplingConfig
+from emu3.generate.sampling import SamplingConfig, overlay
 from emu3.model.decoder import Emu3Decoder
 from emu3.tokens import format as fmt
 from emu3.tokens import templates
@@ -136,10 +136,7 @@ class PipelineConfig:
         if rule is None:
             return self.guidance, self.sampling()
         guidance = self.guidance if rule.guidance is None else rule.guidance
-        sampling = SamplingConfig(temperature=self.temperature if rule.temperature is None else rule.temperature,
-                                  top_k=self.top_k if rule.top_k is None else rule.top_k, top_p=self.top_p,
-                                  min_p=self.min_p if rule.min_p is None else rule.min_p)  # fmt: skip
-        return guidance, sampling
+        return guidance, overlay(self.sampling(), temperature=rule.temperature, top_k=rule.top_k, min_p=rule.min_p)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ Shapes: B rows, V vocab.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -47,6 +47,11 @@ class SamplingConfig:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
+
+
+def overlay(base: SamplingConfig, **changes: float | int | None) -> SamplingConfig:
+    """`base` with each of `changes` that is not None (settings a caller may or may not give)."""
+    return replace(base, **{k: v for k, v in changes.items() if v is not None})
 
 
 def filter_top_k(logits: Tensor, k: int) -> Tensor:

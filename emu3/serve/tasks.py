@@ -12,14 +12,14 @@ batching of images (here image i of a request is its own request, seeded with se
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from emu3.generate.constraints import image_plan, text_plan, video_plan
 from emu3.generate.pipeline import Pipeline
-from emu3.generate.sampling import SamplingConfig
+from emu3.generate.sampling import SamplingConfig, overlay
 from emu3.generate.scheduler import Request
 from emu3.serve import media
 from emu3.serve.config import Limits
@@ -257,9 +257,7 @@ def _negative(pipe: Pipeline, limits: Limits, body: Sampling) -> str:
 
 
 def _sampling(default: SamplingConfig, body: Sampling) -> SamplingConfig:
-    changes = {k: v for k, v in (("temperature", body.temperature), ("top_k", body.top_k), ("min_p", body.min_p))
-               if v is not None}  # fmt: skip
-    return replace(default, **changes)
+    return overlay(default, temperature=body.temperature, top_k=body.top_k, min_p=body.min_p)
 
 
 def _check_length(param: str, prompts: list[list[int]], new_tokens: int, limits: Limits, max_len: int) -> None:

@@ -67,8 +67,8 @@ def test_the_command_line_leaves_sampling_to_the_model_unless_asked(pipe):
 
     from emu3.commands import _sampling
 
-    assert _sampling(pipe, argparse.Namespace(temperature=None, top_k=None)) is None
-    asked = _sampling(pipe, argparse.Namespace(temperature=0.5, top_k=None))
+    assert _sampling(pipe, argparse.Namespace(temperature=None, top_k=None, min_p=None)) is None
+    asked = _sampling(pipe, argparse.Namespace(temperature=0.5, top_k=None, min_p=None))
     assert asked == SamplingConfig(temperature=0.5, top_k=5, top_p=1.0)
 
 
