@@ -90,8 +90,13 @@ def _add_generate_video(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate-video", help="text -> video, or extend a video (--extend)")
     p.add_argument("prompt", help="what happens in the video")
     p.add_argument("-o", "--output", default="emu3.gif", help="output .gif or .mp4")
-    p.add_argument("--frames", type=int, default=None, help="latent frames to generate (each decodes to several)")
+    p.add_argument("--frames", type=int, default=None,
+                   help="latent frames to generate (each decodes to several; more than the model's context holds "
+                        "are made in windows)")  # fmt: skip
     p.add_argument("--extend", default=None, help="a .gif/.mp4 clip to continue instead of starting from nothing")
+    p.add_argument("--context-frames", type=int, default=None,
+                   help="latent frames each window reads when the video outgrows the model's context (default: "
+                        "as many as fit beside one new frame)")  # fmt: skip
     p.add_argument("--size", default=None, help="frame size in pixels, HxW (default: the model's)")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (1 = off)")
     p.add_argument("--fps", type=int, default=8, help="frames per second of the written file")
@@ -255,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="emu3",
         description="Emu3 in pure PyTorch: one token stream for text, images and video.",
     )
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, show the full traceback instead of one line")  # fmt: skip
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for register in REGISTRARS:
         register(sub)
@@ -272,4 +279,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (ValueError, FileNotFoundError) as err:  # bad input: a corrupt file, a wrong size, a long prompt
+        if args.debug:
+            raise
+        print(f"emu3 {args.command}: error: {err}\n(`emu3 --debug {args.command} ...` shows the traceback)",
+              file=sys.stderr)  # fmt: skip
+        return 2
     return int(result or 0)

@@ -103,7 +103,8 @@ def generate_video(pipe, args: argparse.Namespace) -> int:
     from emu3.vision.video_io import read_video, write_video
 
     bar = _Bar("generating")
-    common = dict(guidance=args.guidance, sampling=_sampling(pipe, args), seed=args.seed, progress=bar)
+    common = dict(guidance=args.guidance, sampling=_sampling(pipe, args), seed=args.seed,
+                  context_frames=args.context_frames, progress=bar)  # fmt: skip
     try:
         if args.extend:
             given = read_video(args.extend)

@@ -8,6 +8,8 @@ Each task is a function `(pipe, n, seed) -> dict` of numbers (and a few examples
                     `DIGIT_SAMPLING`, digits' own guidance and temperature)
     digit_recognition  real held-out digit images -> caption, accuracy
     vqa             question about a shapes image -> exact-match accuracy, per question type
+    vqa_round_trip  the same questions about the images after the model's VQ encoded and decoded them
+                    (how its own generated images look), and vqa_jpeg after JPEG at quality 85
     captioning      shapes image -> caption, exact scene match and per-object attribute F1
     video           motion prompt -> video, tracked position error against the true physics
     video_extension first frames of a real clip -> continuation, error against the true physics
@@ -120,13 +122,17 @@ def digit_recognition(pipe: Pipeline, n: int = 0, seed: int = 0) -> dict:
             "examples": [(img, t) for img, t in zip(images[:8], said[:8], strict=True)]}  # fmt: skip
 
 
-def vqa(pipe: Pipeline, n: int = 60, seed: int = 0) -> dict:
+def vqa(pipe: Pipeline, n: int = 60, seed: int = 0, view: Callable | None = None) -> dict:
+    """Questions about held-out scenes, exact-match accuracy by question type. `view(pipe, images)`
+    changes the images before they are asked about (e.g. `round_trip`); the questions stay the same."""
     rng = random.Random(EVAL_SEED_OFFSET + 10_000 + seed)
     cases = []
     while len(cases) < n:
         scene = shapes.sample_scene(rng)
         image = shapes.render(scene, _side(pipe))
         cases += [(image, q, a) for q, a in shapes.questions(scene, rng, n=1)]
+    if view is not None:
+        cases = [(img, q, a) for img, (_, q, a) in zip(view(pipe, [c[0] for c in cases]), cases, strict=True)]
     said = []
     for i in range(0, n, 32):
         chunk = cases[i : i + 32]
@@ -140,6 +146,38 @@ def vqa(pipe: Pipeline, n: int = 60, seed: int = 0) -> dict:
     examples = [(img, q, r, a) for (img, q, a), r in zip(cases[:8], said[:8], strict=True)]
     return {"accuracy": float(np.mean(items)), "by_type": {k: float(np.mean(v)) for k, v in by_kind.items()},
             "items": items, "examples": examples}  # fmt: skip
+
+
+def round_trip(pipe: Pipeline, images: list[np.ndarray]) -> list[np.ndarray]:
+    """Images encoded and decoded by the model's own vision tokenizer: what its generated images look like."""
+    out = []
+    for i in range(0, len(images), 64):
+        out += pipe.decode_images(torch.stack(pipe.encode_images(images[i : i + 64])))
+    return out
+
+
+def jpeg(pipe: Pipeline, images: list[np.ndarray], quality: int = 85) -> list[np.ndarray]:
+    """Images saved and read back as JPEG at `quality`, as a screenshot or a photo library would keep them."""
+    import io
+
+    from PIL import Image
+
+    out = []
+    for image in images:
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+        out.append(np.asarray(Image.open(buffer).convert("RGB")))
+    return out
+
+
+def vqa_round_trip(pipe: Pipeline, n: int = 60, seed: int = 0) -> dict:
+    """`vqa` on the same scenes passed through the model's VQ first (the model's own drawings of them)."""
+    return vqa(pipe, n, seed, view=round_trip)
+
+
+def vqa_jpeg(pipe: Pipeline, n: int = 60, seed: int = 0) -> dict:
+    """`vqa` on the same scenes saved as JPEG (quality 85) first."""
+    return vqa(pipe, n, seed, view=jpeg)
 
 
 def captioning(pipe: Pipeline, n: int = 30, seed: int = 0) -> dict:
@@ -192,20 +230,21 @@ def video_extension(pipe: Pipeline, n: int = 6, seed: int = 0, given: int = 8, n
 TASKS: dict[str, Callable[..., dict]] = {
     "text_to_image": text_to_image, "text_to_image_no_cfg": text_to_image_no_cfg, "compositional": compositional,
     "digits": digits, "digit_recognition": digit_recognition, "vqa": vqa, "captioning": captioning, "video": video,
-    "video_extension": video_extension, "vq_round_trip": vq_round_trip,
+    "video_extension": video_extension, "vq_round_trip": vq_round_trip, "vqa_round_trip": vqa_round_trip,
+    "vqa_jpeg": vqa_jpeg,
 }  # fmt: skip
 # The headline number of each task (the mean of its "items"), and whether higher is better.
 HEADLINE: dict[str, tuple[str, bool]] = {
     "text_to_image": ("overall", True), "text_to_image_no_cfg": ("overall", True), "compositional": ("overall", True),
     "digits": ("accuracy", True), "digit_recognition": ("accuracy", True), "vqa": ("accuracy", True),
     "captioning": ("exact", True), "video": ("error_px", False), "video_extension": ("error_px", False),
-    "vq_round_trip": ("overall", True),
+    "vq_round_trip": ("overall", True), "vqa_round_trip": ("accuracy", True), "vqa_jpeg": ("accuracy", True),
 }  # fmt: skip
 # Tasks that read images and answer in text: the ones an understanding model (Emu3-Chat) is scored on.
-UNDERSTANDING: tuple[str, ...] = ("vqa", "captioning", "digit_recognition")
+UNDERSTANDING: tuple[str, ...] = ("vqa", "captioning", "digit_recognition", "vqa_round_trip", "vqa_jpeg")
 SUITES: dict[str, tuple[str, ...]] = {
-    "world": ("text_to_image", "text_to_image_no_cfg", "compositional", "vqa", "captioning", "video_extension",
-              "video", "vq_round_trip"),
+    "world": ("text_to_image", "text_to_image_no_cfg", "compositional", "vqa", "vqa_round_trip", "vqa_jpeg",
+              "captioning", "video_extension", "video", "vq_round_trip"),
     "digits": ("digits", "digit_recognition"),
 }  # fmt: skip
 

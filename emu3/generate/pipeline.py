@@ -308,26 +308,85 @@ class Pipeline:
     def text_to_video(
         self, prompt: str, *, frames: int | None = None, image_size: tuple[int, int] | None = None,
         guidance: float | None = None, sampling: SamplingConfig | None = None, seed: int | None = None,
-        progress: Progress | None = None,
+        context_frames: int | None = None, progress: Progress | None = None,
     ) -> np.ndarray:  # fmt: skip
-        """(T, H, W, 3) uint8 frames; `frames` counts latent frames (each decodes to several)."""
+        """(T, H, W, 3) uint8 frames; `frames` counts latent frames (each decodes to several). More than
+        fit in the model's context are made in windows, as `extend_video` continues a clip."""
         return self.extend_video(None, prompt, new_frames=frames or self.cfg.video_frames, image_size=image_size,
-                                 guidance=guidance, sampling=sampling, seed=seed, progress=progress)  # fmt: skip
+                                 guidance=guidance, sampling=sampling, seed=seed, context_frames=context_frames,
+                                 progress=progress)  # fmt: skip
 
     @torch.inference_mode()
     def extend_video(
         self, frames: np.ndarray | None, prompt: str, *, new_frames: int, image_size: tuple[int, int] | None = None,
         guidance: float | None = None, sampling: SamplingConfig | None = None, seed: int | None = None,
-        progress: Progress | None = None,
+        context_frames: int | None = None, progress: Progress | None = None,
     ) -> np.ndarray:  # fmt: skip
         """Continue a clip by next-token prediction of `new_frames` further latent frames.
 
         `frames` (T, H, W, 3) uint8, T a multiple of the VQ's temporal factor; None starts from nothing.
-        Returns the given frames followed by the new ones."""
+        Returns the given frames, unchanged, followed by the new ones.
+
+        A clip and its continuation longer than the model's context are made in windows: each window
+        reads the latest `context_frames` latent frames (default: as many as fit beside one new frame),
+        re-encoded from pixels, and writes as many new ones as fit after them. Window k samples with
+        seed + k. When everything fits, there is one window holding the whole clip."""
         if new_frames <= 0:
             raise ValueError(f"new_frames must be positive, got {new_frames}")
-        given = None if frames is None else self.encode_video(frames)  # (t, h, w)
-        h, w = given.shape[1:] if given is not None else self.latent_size(image_size)
+        t, f = self.vq.cfg.temporal_downsample_factor, self.vq.cfg.spatial_factor
+        given = np.zeros((0, 0, 0, 3), np.uint8) if frames is None else self._vq_sized(frames)
+        if len(given) % t:
+            raise ValueError(f"a clip to extend needs a multiple of {t} frames, got {len(given)}")
+        h, w = (given.shape[1] // f, given.shape[2] // f) if len(given) else self.latent_size(image_size)
+        text = [self.tok.special.bos, *self.tok.encode(prompt + self.cfg.positive_suffix)]
+        neg_text = [self.tok.special.bos, *self.tok.encode(self.cfg.negative_prompt)]
+        most = self.video_window(max(len(text), len(neg_text)), h, w)
+        if most < 1:
+            raise ValueError(f"the prompt ({len(text)} tokens) leaves no room for one {h}x{w} latent frame in the "
+                             f"model's context of {self.decoder.cfg.max_seq_len}; shorten it")  # fmt: skip
+        if context_frames is not None and not 0 < context_frames < most:
+            raise ValueError(f"context_frames must be in 1..{most - 1} (the model's context holds {most} "
+                             f"{h}x{w} latent frames beside this prompt), got {context_frames}")  # fmt: skip
+        made: list[np.ndarray] = []
+        done = window = 0
+        while done < new_frames:
+            have = len(given) // t + done  # latent frames so far
+            ctx = min(have, most - 1 if context_frames is None else context_frames)
+            step = min(new_frames - done, most - ctx)
+            clip = np.concatenate([given, *made])[len(given) + done * t - ctx * t :] if ctx else None
+            made.append(self._video_window(clip, text, neg_text, step, (h, w), guidance, sampling,
+                                           None if seed is None else seed + window, progress))  # fmt: skip
+            done, window = done + step, window + 1
+        return np.concatenate([given, *made]) if len(given) else np.concatenate(made)
+
+    def _vq_sized(self, frames: np.ndarray) -> np.ndarray:
+        """(T, H, W, 3) uint8 frames resized (bicubic) to the sides the VQ takes, as `to_pixels` would."""
+        from PIL import Image as PILImage
+
+        from emu3.vision.image_io import smart_resize
+
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(f"expected (T, H, W, 3) uint8 frames, got {frames.dtype} {tuple(frames.shape)}")
+        h, w = frames.shape[1:3]
+        th, tw = smart_resize(h, w, self.vq.cfg.pixel_multiple, 0)
+        if (th, tw) == (h, w):
+            return frames
+        return np.stack([np.asarray(PILImage.fromarray(x).resize((tw, th), PILImage.BICUBIC)) for x in frames])
+
+    def video_window(self, text_tokens: int, h: int, w: int) -> int:
+        """The most latent frames (given and new) of an h x w video that fit in the model's context after
+        a prompt of `text_tokens` tokens: header, rows with EOL, EOF per frame, EOI and EOS."""
+        frame, limit = h * (w + 1) + 1, self.decoder.cfg.max_seq_len
+        n = 0
+        while text_tokens + len(fmt.video_prefix(n + 1, h, w, self.tok)) + (n + 1) * frame + 2 <= limit:
+            n += 1
+        return n
+
+    def _video_window(self, clip, text, neg_text, new_frames, hw, guidance, sampling, seed, progress) -> np.ndarray:
+        """The pixel frames of `new_frames` latent frames continuing `clip` (None: from nothing)."""
+        h, w = hw
+        given = None if clip is None else self.encode_video(clip)  # (t, h, w)
         total = new_frames + (0 if given is None else given.shape[0])
         body = (
             []
@@ -335,12 +394,11 @@ class Pipeline:
             else fmt.video_block(given, self.tok)[len(fmt.video_prefix(*given.shape, self.tok)) : -1]
         )
         prefix = fmt.video_prefix(total, h, w, self.tok)
-        cond = [self.tok.special.bos, *self.tok.encode(prompt + self.cfg.positive_suffix), *prefix, *body]
-        neg = [self.tok.special.bos, *self.tok.encode(self.cfg.negative_prompt), *prefix, *body]
         plan = video_plan(new_frames, h, w, *self._grid_ids())
-        out = self._generate([cond], [plan], neg, guidance, sampling, seed, progress)[0]
+        out = self._generate([text + prefix + body], [plan], neg_text + prefix + body, guidance, sampling, seed,
+                             progress)[0]  # fmt: skip
         codes = self._parse_vision(prefix + body, out, fmt.Video)
-        return self.decode_video(codes)
+        return self.decode_video(codes)[-new_frames * self.vq.cfg.temporal_downsample_factor :]
 
     def encode_video(self, frames: np.ndarray) -> Tensor:
         """(T, H, W, 3) uint8 -> (t, h, w) codes."""

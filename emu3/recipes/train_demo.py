@@ -120,6 +120,17 @@ class DemoConfig:
     chat_from: str = "dpo"
     chat_question_first: bool = True
     chat_digit_weight: int = 2
+    # > 0 (with chat_steps): then `chat_round_trip_steps` more steps of the understanding model on the chat
+    # stage's examples and as many again whose images went through the vision tokenizer and back
+    # (decode(encode(image)), kinds "<kind>:rt" / "<kind>_rt"): `chat_round_trip_scenes` question
+    # scenes, half as many where-scenes, as many captioned scenes, and each moved digit once. That is how
+    # the model's own generated images look, and the tokenizer gives them other codes than the scenes
+    # they show (a one-level shift of the background changes most of an image's codes), so without
+    # these the shipped chat/ answered questions about its generation model's images at 0.30 (VQA on the
+    # originals 0.963; README, "Reading its own images"). At 1e-4, decaying to 1e-5.
+    chat_round_trip_steps: int = 0
+    chat_round_trip_scenes: int = 2000
+    chat_round_trip_weight: int = 1  # the round-tripped kinds drawn this many times as often as their share
     # > 0: a generation-only fine-tune (the paper's Emu3-Gen, specialised as chat/ is for understanding)
     # of the DPO model, exported as the folder's generation model in its place: `gen_steps` at `gen_lr`
     # on text -> image examples only, the world's ("t2i": the shapes scenes and the real digits) and
@@ -167,6 +178,10 @@ class DemoConfig:
             )
         if self.chat_from not in CHAT_FROM:
             raise ValueError(f"chat_from={self.chat_from!r}: expected one of {', '.join(CHAT_FROM)}")
+        if self.chat_round_trip_weight < 1:
+            raise ValueError(f"chat_round_trip_weight must be at least 1, got {self.chat_round_trip_weight}")
+        if self.chat_round_trip_steps > 0 and self.chat_steps <= 0:
+            raise ValueError("chat_round_trip_steps continues the chat stage: set chat_steps too")
         if self.chat_steps > 0 and self.chat_from == "dpo" and not runs_dpo(self):
             raise ValueError("chat_from=dpo with no DPO stage (dpo_prompts=0): use chat_from=sft")
         if self.chat_steps > 0 and self.chat_question_first and self.question_first and not self.question_twice:
@@ -261,15 +276,20 @@ def main(cfg: DemoConfig) -> Path:
         if _stage("chat", out / "chat" / "model" / "config.json", log):
             sft.main(chat_config(sft_cfg, cfg))
         log["seconds"]["chat"] = round(time.perf_counter() - t0, 1)
+    if cfg.chat_round_trip_steps > 0:
+        t0 = time.perf_counter()
+        if _stage("chat-rt", out / "chat_rt" / "model" / "config.json", log):
+            sft.main(chat_round_trip_config(sft_cfg, cfg))
+        log["seconds"]["chat_rt"] = round(time.perf_counter() - t0, 1)
 
     # 7. export
     final = Path(cfg.export) if cfg.export else out / "model"
     _export(out / generation_stage(cfg) / "model", final, cfg)
     if cfg.chat_steps > 0:
-        export_chat(out / "chat" / "model", final, cfg)
+        export_chat(out / ("chat_rt" if cfg.chat_round_trip_steps > 0 else "chat") / "model", final, cfg)
         print(f"understanding model written to {final / CHAT_FOLDER}")
     log["seconds"]["total"] = round(time.perf_counter() - started, 1)
-    for stage in ("pretrain", "sft", "dpo", "gen", "chat"):
+    for stage in ("pretrain", "sft", "dpo", "gen", "chat", "chat_rt"):
         metrics = out / stage / "metrics.jsonl"
         if metrics.exists():
             rows = [json.loads(line) for line in metrics.read_text().splitlines()]
@@ -328,6 +348,47 @@ def chat_config(sft_cfg: TrainConfig, cfg: DemoConfig) -> TrainConfig:
         questions = (qa_kind(cfg), *where_kinds(cfg))
     return replace(sft_cfg, out=str(out / "chat"), init=str(out / cfg.chat_from / "model"), steps=cfg.chat_steps,
                    data=replace(sft_cfg.data, kinds=(*questions, "i2t", *moved)))  # fmt: skip
+
+
+def chat_round_trip_config(sft_cfg: TrainConfig, cfg: DemoConfig) -> TrainConfig:
+    """The understanding model's last fine-tune: from the chat stage's model, `chat_round_trip_steps` at
+    1e-4 on the chat stage's kinds and each of them again on round-tripped images ("qa_first" ->
+    "qa_first:rt", "i2t:aug" -> "i2t:aug_rt"), those `chat_round_trip_weight` times."""
+    chat = chat_config(sft_cfg, cfg)
+    kinds = chat.data.kinds + tuple(round_trip_kind(k) for k in chat.data.kinds) * cfg.chat_round_trip_weight
+    return replace(chat, out=str(Path(chat.out).parent / "chat_rt"), init=str(Path(chat.out) / "model"),
+                   steps=cfg.chat_round_trip_steps, optim=OptimConfig(lr=1e-4, min_lr=1e-5, warmup_steps=10),
+                   data=replace(chat.data, kinds=kinds), save_every=50)  # fmt: skip
+
+
+def round_trip_kind(kind: str) -> str:
+    """The kind of an example about a round-tripped image: "qa_first" -> "qa_first:rt", "i2t:aug" ->
+    "i2t:aug_rt" (a record's tag is what follows the colon)."""
+    return f"{kind}_rt" if ":" in kind else f"{kind}:rt"
+
+
+def round_trip_records(cfg: DemoConfig, vq, batch_size: int = 32) -> list[dict]:
+    """The records of `chat_round_trip_config`, their images replaced by decode(encode(image)): question
+    scenes, where-scenes, captioned scenes (read only) and one moved copy of each training digit, drawn
+    from streams of seed + 31 (none of them is in the corpus as it is)."""
+    from emu3.vision.image_io import to_pixels, to_uint8
+    from emu3.worlds import data
+
+    n, seed, size = cfg.chat_round_trip_scenes, cfg.seed + 31, cfg.image_size
+    records = [{**r, "tag": "rt"} for r in data.shapes_qa(n, seed=seed, image_size=size, per_image=cfg.qa_per_image)]
+    if asks_first(cfg) and cfg.where_scenes:
+        records += [{**r, "tag": "where_rt"} for r in data.where_questions(n // 2, seed=seed, image_size=size)]
+    records += [{**r, "tag": "rt", "generation": 0.0, "understanding": 1.0}
+                for r in data.shapes_captions(n, seed=seed, image_size=size)]  # fmt: skip
+    if cfg.use_digits and cfg.digit_augment:
+        records += [{**r, "tag": "aug_rt"} for r in data.digit_readings(1, seed=seed, image_size=size)]
+    with torch.inference_mode():
+        for i in range(0, len(records), batch_size):
+            part = records[i : i + batch_size]
+            pixels = torch.stack([to_pixels(r["image"], vq.cfg.pixel_multiple) for r in part]).to(vq.device)
+            for record, image in zip(part, vq.decode_image(vq.encode_image(pixels)), strict=True):
+                record["image"] = to_uint8(image)
+    return records
 
 
 def gen_config(sft_cfg: TrainConfig, cfg: DemoConfig) -> TrainConfig:
@@ -413,6 +474,8 @@ def _tokenize_world(cfg: DemoConfig, vq_dir: Path, tok_dir: Path, corpus: Path) 
     vq = load_vision_tokenizer(vq_dir, device=cfg.device)
     texts = [r.get("caption", "") for r in records] + [f"{q} {a}" for r in records for q, a in r.get("qa", [])]
     records += fine_tune_records(cfg)  # after the world's, which keep their indices and shards
+    if cfg.chat_round_trip_steps > 0:  # last: they need the tokenizer, and nothing before them moves
+        records += round_trip_records(cfg, vq)
     texts += ["You are a helpful assistant. USER: ASSISTANT:"] * 50
     tok = train_text_tokenizer(texts, cfg.text_vocab, vq.cfg.codebook_size)
     tok.save(tok_dir)

@@ -75,6 +75,48 @@ def test_video_generation_and_extension(pipe):
         pipe.extend_video(clip[:6], "x", new_frames=1)
 
 
+def test_a_video_longer_than_the_context_is_made_in_windows_that_reread_the_latest_frames(pipe, monkeypatch):
+    from emu3.tokens import format as fmt
+
+    t = pipe.vq.cfg.temporal_downsample_factor
+    clip = pipe.text_to_video("a ball moving right", frames=2, seed=0)
+    h, w = pipe.latent_size()
+    most = pipe.video_window(len(pipe.tok.encode("a ball moving right")) + 1, h, w)
+    assert 2 < most < 2 + 6  # so that 6 more latent frames need several windows
+    calls = []
+    generate = pipe._generate
+
+    def spy(rows, plans, negative, *args):
+        calls.append((rows[0], plans[0]))
+        return generate(rows, plans, negative, *args)
+
+    monkeypatch.setattr(pipe, "_generate", spy)
+    longer = pipe.extend_video(clip, "a ball moving right", new_frames=6, seed=0)
+    assert longer.shape == (len(clip) + 6 * t, *clip.shape[1:]) and np.array_equal(longer[: len(clip)], clip)
+    assert len(calls) > 1
+    made = 0
+    for row, plan in calls:
+        assert len(row) + plan.numel() <= pipe.decoder.cfg.max_seq_len
+        # Each window reads the latest frames, as many as fit beside its new ones, re-encoded from pixels.
+        have = len(clip) // t + made
+        ctx = min(have, most - 1)
+        step = round((plan.numel() - 2) / (h * (w + 1) + 1))
+        assert ctx + step <= most
+        latest = pipe.encode_video(longer[(have - ctx) * t : have * t])
+        block = fmt.video_block(latest, pipe.tok)[:-1]
+        body = block[len(fmt.video_prefix(ctx, h, w, pipe.tok)) :]
+        assert row[-len(body) :] == body and fmt.video_prefix(ctx + step, h, w, pipe.tok) == row[-len(body) - len(
+            fmt.video_prefix(ctx + step, h, w, pipe.tok)) : -len(body)]  # fmt: skip
+        made += step
+    assert made == 6
+    calls.clear()
+    pipe.extend_video(clip, "a ball moving right", new_frames=3, seed=0, context_frames=1)
+    (row, _), header = calls[0], fmt.video_prefix(1 + 3, h, w, pipe.tok)  # one frame read, three made
+    assert len(calls) == 1 and row[-(h * (w + 1) + 1) - len(header) : -(h * (w + 1) + 1)] == header
+    with pytest.raises(ValueError, match="context_frames must be in 1.."):
+        pipe.extend_video(clip, "x", new_frames=1, context_frames=most)
+
+
 def test_saved_folder_reloads_and_opens_in_transformers(pipe, folder):
     again = Pipeline.load(folder, dtype=torch.float32)
     a = pipe.text_to_image("a red circle", seed=3)[0]
@@ -113,7 +155,17 @@ def test_cli_generate_chat_and_video(folder, tmp_path, capsys):
     capsys.readouterr()
 
 
-def test_cli_errors_are_clear(tmp_path):
+def test_cli_errors_are_clear(tmp_path, folder, capsys):
+    # Bad input is one line on stderr and exit status 2, not a traceback; --debug shows the traceback.
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"not an image")
+    assert main(["chat", str(corrupt), "what is it?", "--model", str(folder)]) == 2
+    assert "emu3 chat: error: " in capsys.readouterr().err
+    assert main(["generate", "x", "--size", "13", "--model", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert "emu3 generate: error: image size 13x13" in err and "Traceback" not in err
+    with pytest.raises(ValueError, match="13x13"):
+        main(["--debug", "generate", "x", "--size", "13", "--model", str(folder)])
     with pytest.raises(SystemExit, match="model folder not found"):
         main(["generate", "x", "--model", str(tmp_path / "nope")])
     with pytest.raises(SystemExit, match="--size"):

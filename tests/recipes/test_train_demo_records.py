@@ -156,3 +156,47 @@ def test_a_question_first_chat_model_puts_questions_before_images_in_the_corpus_
     assert asks_twice(DemoConfig(chat_steps=10, question_first=True, question_twice=True))
     with pytest.raises(ValueError, match="question_twice"):  # SFT would read the twice-asked examples
         DemoConfig(chat_steps=10, question_first=True)
+
+
+def test_the_round_trip_fine_tune_continues_the_chat_model_on_its_kinds_and_their_round_tripped_twins():
+    from emu3.recipes.common import DataConfig, TrainConfig
+    from emu3.recipes.train_demo import chat_config, chat_round_trip_config, round_trip_kind, sft_config
+
+    base = TrainConfig(out="runs/d/pretrain", tokenizer="runs/d/tokenizer", data=DataConfig(corpus="runs/d/tokens"))
+    cfg = DemoConfig(chat_steps=40, chat_round_trip_steps=7)
+    chat = chat_config(sft_config(base, cfg), cfg)
+    rt = chat_round_trip_config(sft_config(base, cfg), cfg)
+    assert (rt.init, rt.out, rt.steps, rt.optim.lr) == ("runs/d/chat/model", "runs/d/chat_rt", 7, 1e-4)
+    assert rt.data.kinds == chat.data.kinds + tuple(round_trip_kind(k) for k in chat.data.kinds)
+    assert [round_trip_kind(k) for k in ("qa_first", "qa_first:where", "i2t", "i2t:aug")] == [
+        "qa_first:rt", "qa_first:where_rt", "i2t:rt", "i2t:aug_rt"]  # fmt: skip
+    twice = replace(cfg, chat_round_trip_weight=2)
+    assert chat_round_trip_config(sft_config(base, twice), twice).data.kinds == rt.data.kinds + rt.data.kinds[
+        len(chat.data.kinds) :]  # fmt: skip
+    with pytest.raises(ValueError, match="chat_steps"):
+        DemoConfig(chat_round_trip_steps=5)
+    with pytest.raises(ValueError, match="chat_round_trip_weight"):
+        DemoConfig(chat_steps=5, chat_round_trip_steps=5, chat_round_trip_weight=0)
+
+
+def test_round_trip_records_hold_the_tokenizers_own_reconstructions_tagged_for_the_round_trip_kinds():
+    import torch
+
+    from emu3.recipes.train_demo import round_trip_records
+    from emu3.vision.image_io import to_pixels, to_uint8
+    from emu3.worlds import data
+    from tests.helpers.tiny_pipeline import tiny_vq
+
+    cfg = DemoConfig(chat_steps=4, chat_round_trip_steps=2, chat_round_trip_scenes=4, image_size=24)
+    vq = tiny_vq()
+    records = round_trip_records(cfg, vq, batch_size=512)
+    tags = Counter(r["tag"] for r in records)
+    assert tags == {"rt": 4 + 4, "where_rt": 2, "aug_rt": 1437}
+    captioned = [r for r in records if r["tag"] == "rt" and "caption" in r]
+    assert len(captioned) == 4 and all((r["generation"], r["understanding"]) == (0.0, 1.0) for r in captioned)
+    originals = list(data.shapes_qa(4, seed=cfg.seed + 31, image_size=24, per_image=cfg.qa_per_image))
+    for record, original in zip(records[:4], originals, strict=True):
+        assert record["qa"] == original["qa"]  # the same questions, about the reconstruction
+        with torch.no_grad():
+            expected = to_uint8(vq.decode_image(vq.encode_image(to_pixels(original["image"], 4)[None]))[0])
+        assert np.array_equal(record["image"], expected) and not np.array_equal(record["image"], original["image"])
