@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-DEMO_SIZES = {"text_to_image": 16, "digits": 10, "digit_recognition": 16, "vqa": 24, "captioning": 8,
-              "video_extension": 2, "video": 1}  # fmt: skip
+DEMO_SIZES = {"text_to_image": 16, "digits": 10, "digit_recognition": 16, "vqa": 24, "vqa_round_trip": 16,
+              "captioning": 8, "video_extension": 2, "video": 1}  # fmt: skip
 # `emu3 eval` sample counts per task, as multiples of --n (text-to-image prompts); 0: the whole split.
 EVAL_SHARES = {"text_to_image": 1.0, "text_to_image_no_cfg": 1.0, "compositional": 0.5, "vqa": 1.0, "captioning": 0.4,
                "video_extension": 0.064, "video": 0.032, "digits": 0.4, "digit_recognition": 0,
