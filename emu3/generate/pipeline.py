@@ -334,7 +334,7 @@ class Pipeline:
         if new_frames <= 0:
             raise ValueError(f"new_frames must be positive, got {new_frames}")
         t, f = self.vq.cfg.temporal_downsample_factor, self.vq.cfg.spatial_factor
-        given = np.zeros((0, 0, 0, 3), np.uint8) if frames is None else self._vq_sized(frames)
+        given = np.zeros((0, 0, 0, 3), np.uint8) if frames is None else self.vq_sized(frames)
         if len(given) % t:
             raise ValueError(f"a clip to extend needs a multiple of {t} frames, got {len(given)}")
         h, w = (given.shape[1] // f, given.shape[2] // f) if len(given) else self.latent_size(image_size)
@@ -359,7 +359,7 @@ class Pipeline:
             done, window = done + step, window + 1
         return np.concatenate([given, *made]) if len(given) else np.concatenate(made)
 
-    def _vq_sized(self, frames: np.ndarray) -> np.ndarray:
+    def vq_sized(self, frames: np.ndarray) -> np.ndarray:
         """(T, H, W, 3) uint8 frames resized (bicubic) to the sides the VQ takes, as `to_pixels` would."""
         from PIL import Image as PILImage
 

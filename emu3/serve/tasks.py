@@ -7,7 +7,8 @@ them in a thread, the scheduler runs the token generation in between.
 
 The prompts are the ones Pipeline builds (same templates, suffixes and negative prompts), so a
 server answer equals `Pipeline.text_to_image` / `chat` / `extend_video` for the same seed up to the
-batching of images (here image i of a request is its own request, seeded with seed + i).
+batching of images (here image i of a request is its own request, seeded with seed + i). A video
+longer than the model's context is refused here; the pipeline makes it in windows.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class VideoJob:
     request: Request
     prefix: list[int]  # video header and the given frames' tokens
     fps: int
+    given: np.ndarray | None = None  # the given frames as encoded (T, H, W, 3), returned before the new ones
 
 
 # ---------------------------------------------------------------- images
@@ -183,7 +185,8 @@ def video_job(pipe: Pipeline, limits: Limits, body: VideoGenerationRequest, max_
     new = body.frames or pipe.cfg.video_frames
     if new > limits.max_video_frames:
         raise invalid("frames", f"at most {limits.max_video_frames} latent frames")
-    given = None if body.video is None else _given_codes(pipe, limits, body.video)  # (t, h, w)
+    frames = None if body.video is None else _given_frames(pipe, limits, body.video)
+    given = None if frames is None else pipe.encode_video(frames)  # (t, h, w)
     h, w = given.shape[1:] if given is not None else _latent_size(pipe, limits, body.size)
     tok = pipe.tok
     body_ids = [] if given is None else fmt.video_block(given, tok)[len(fmt.video_prefix(*given.shape, tok)) : -1]
@@ -195,7 +198,7 @@ def video_job(pipe: Pipeline, limits: Limits, body: VideoGenerationRequest, max_
     guidance = _guidance(pipe.cfg.guidance, limits, body)
     request = Request(cond, plan, negative_prompt=neg if guidance != 1.0 else None, guidance=guidance,
                       sampling=_sampling(pipe.cfg.sampling(), body), seed=body.seed)  # fmt: skip
-    return VideoJob(request, prefix, body.fps)
+    return VideoJob(request, prefix, body.fps, frames)
 
 
 @torch.inference_mode()
@@ -204,11 +207,14 @@ def finish_video(pipe: Pipeline, job: VideoJob, tokens: list[int]) -> np.ndarray
     videos = [s for s in fmt.parse(ids, pipe.tok) if isinstance(s, fmt.Video)]
     if len(videos) != 1:
         raise fmt.FormatError(f"expected one video in the generated tokens, found {len(videos)}")
-    return pipe.decode_video(videos[0].codes)
+    decoded = pipe.decode_video(videos[0].codes)
+    return decoded if job.given is None else np.concatenate([job.given, decoded[len(job.given) :]])
 
 
 @torch.inference_mode()
-def _given_codes(pipe: Pipeline, limits: Limits, video: str):
+def _given_frames(pipe: Pipeline, limits: Limits, video: str) -> np.ndarray:
+    """The clip of a request, its oldest frames dropped to whole groups of the VQ's temporal factor, at
+    the sides the VQ takes."""
     try:
         data = media.decode_data_uri(video, {"image/gif": "GIF"}) if video.startswith("data:") else None
         frames = media.read_gif(data if data is not None else media.decode_base64(video))
@@ -220,8 +226,7 @@ def _given_codes(pipe: Pipeline, limits: Limits, video: str):
     keep = len(frames) - len(frames) % step  # the VQ encodes whole groups of frames: drop the oldest extra
     if keep == 0:
         raise invalid("video", f"needs at least {step} frames", "invalid_video")
-    frames = np.stack([media.fit_area(f, _max_area(pipe, limits)) for f in frames[len(frames) - keep :]])
-    return pipe.encode_video(frames)
+    return pipe.vq_sized(np.stack([media.fit_area(f, _max_area(pipe, limits)) for f in frames[len(frames) - keep :]]))
 
 
 # ---------------------------------------------------------------- shared checks

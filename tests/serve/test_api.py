@@ -126,6 +126,10 @@ def test_video_generation_then_extension(client):
     assert longer.json()["data"][0]["frames"] > clip["frames"]
     gif = Image.open(io.BytesIO(base64.b64decode(longer.json()["data"][0]["b64_json"])))
     assert gif.n_frames == longer.json()["data"][0]["frames"] and gif.size == (32, 32)
+    from emu3.serve import media
+
+    given, out = (media.read_gif(base64.b64decode(c)) for c in (clip["b64_json"], longer.json()["data"][0]["b64_json"]))
+    assert np.array_equal(out[: len(given)], given)  # the given frames come back as given, as from the pipeline
 
 
 # ---------------------------------------------------------------- auth, limits, errors
