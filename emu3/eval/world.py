@@ -63,9 +63,7 @@ def vq_round_trip(pipe: Pipeline, n: int = 200, seed: int = 0) -> dict:
     rng = random.Random(EVAL_SEED_OFFSET + 60_000 + seed)
     scenes = [shapes.sample_scene(rng) for _ in range(n)]
     images = [shapes.render(s, _side(pipe)) for s in scenes]
-    decoded = []
-    for i in range(0, n, 64):
-        decoded += pipe.decode_images(torch.stack(pipe.encode_images(images[i : i + 64])))
+    decoded = round_trip(pipe, images)
     scores = [checker.score_image(img, s) for img, s in zip(decoded, scenes, strict=True)]
     out = {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
     out["items"] = [s["overall"] for s in scores]
