@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 
 DEMO_SIZES = {"text_to_image": 16, "digits": 10, "digit_recognition": 16, "vqa": 24, "vqa_round_trip": 16,
-              "captioning": 8, "video_extension": 2, "video": 1}  # fmt: skip
+              "read_drawings": 8, "captioning": 8, "video_extension": 2, "video": 1}  # fmt: skip
 # `emu3 eval` sample counts per task, as multiples of --n (text-to-image prompts); 0: the whole split.
 EVAL_SHARES = {"text_to_image": 1.0, "text_to_image_no_cfg": 1.0, "compositional": 0.5, "vqa": 1.0, "captioning": 0.4,
                "video_extension": 0.064, "video": 0.032, "digits": 0.4, "digit_recognition": 0,
-               "vq_round_trip": 0.4, "vqa_round_trip": 1.0, "vqa_jpeg": 1.0}  # fmt: skip
+               "vq_round_trip": 0.4, "vqa_round_trip": 1.0, "vqa_jpeg": 1.0, "read_drawings": 1.0}  # fmt: skip
 
 
 def sampling_overrides(args: argparse.Namespace) -> dict:
@@ -92,7 +92,8 @@ def run_demo(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         try:
             model = reader if task in world.UNDERSTANDING else pipe
-            results[task] = world.TASKS[task](model, n=n, seed=args.seed, **extra.get(task, {}))
+            kwargs = {**extra.get(task, {}), **({"reader": reader} if task == "read_drawings" else {})}
+            results[task] = world.TASKS[task](model, n=n, seed=args.seed, **kwargs)
         except ImportError as err:  # e.g. the digits tasks without scikit-learn
             print(f"skipping {task}: {err}")
             continue

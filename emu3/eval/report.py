@@ -55,7 +55,7 @@ def _table(scores: dict[str, Any]) -> str:
 def _examples(task: str, examples: list) -> str:
     figures = []
     for ex in examples:
-        if task.startswith("vqa"):  # vqa, and the same questions about changed images
+        if len(ex) == 4:  # (image, question, answer, truth): the questions of vqa, its variants, read_drawings
             image, question, said, answer = ex
             figures.append(_figure(image, f"Q: {question} A: {said} (truth: {answer})"))
         else:  # (text, media) or (media, text)

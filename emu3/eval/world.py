@@ -10,6 +10,8 @@ Each task is a function `(pipe, n, seed) -> dict` of numbers (and a few examples
     vqa             question about a shapes image -> exact-match accuracy, per question type
     vqa_round_trip  the same questions about the images after the model's VQ encoded and decoded them
                     (how its own generated images look), and vqa_jpeg after JPEG at quality 85
+    read_drawings   the model draws held-out prompts and a reader (by default itself) answers a question
+                    about what the checker finds in each drawing
     captioning      shapes image -> caption, exact scene match and per-object attribute F1
     video           motion prompt -> video, tracked position error against the true physics
     video_extension first frames of a real clip -> continuation, error against the true physics
@@ -168,6 +170,28 @@ def jpeg(pipe: Pipeline, images: list[np.ndarray], quality: int = 85) -> list[np
     return out
 
 
+def read_drawings(pipe: Pipeline, n: int = 30, seed: int = 0, reader: Pipeline | None = None) -> dict:
+    """Questions about the model's own drawings: `pipe` draws an image for each held-out prompt, the
+    checker parses it, and `reader` (default: the same model; the demo and the benchmark pass the
+    folder's understanding model) answers one question about what the checker found. An answer is right
+    when it matches the parse, so a drawing that misses its prompt still counts; drawings in which the
+    checker finds nothing (or more objects than a question can count) are left out."""
+    reader = reader or pipe
+    rng = random.Random(EVAL_SEED_OFFSET + 70_000 + seed)
+    scenes = [shapes.sample_scene(rng) for _ in range(n)]
+    prompts = [shapes.caption(s, rng) for s in scenes]
+    images = _batched(lambda ps, i: pipe.text_to_image(ps, seed=seed + i), prompts)
+    cases = []
+    for image in images:
+        found = checker.detect(image)
+        if 0 < len(found.objects) < len(shapes.NUMBERS):  # a count the questions can say
+            cases += [(image, q, a) for q, a in shapes.questions(shapes.Scene(found.objects), rng, n=1)]
+    said = _batched(lambda xs, i: reader.ask_batch([c[0] for c in xs], [c[1] for c in xs]), cases)
+    items = [float(_norm(r) == _norm(c[2])) for r, c in zip(said, cases, strict=True)]
+    return {"accuracy": float(np.mean(items)) if items else 0.0, "drawings_with_objects": len(cases), "items": items,
+            "examples": [(img, q, r, a) for (img, q, a), r in zip(cases[:8], said[:8], strict=True)]}  # fmt: skip
+
+
 def vqa_round_trip(pipe: Pipeline, n: int = 60, seed: int = 0) -> dict:
     """`vqa` on the same scenes passed through the model's VQ first (the model's own drawings of them)."""
     return vqa(pipe, n, seed, view=round_trip)
@@ -229,7 +253,7 @@ TASKS: dict[str, Callable[..., dict]] = {
     "text_to_image": text_to_image, "text_to_image_no_cfg": text_to_image_no_cfg, "compositional": compositional,
     "digits": digits, "digit_recognition": digit_recognition, "vqa": vqa, "captioning": captioning, "video": video,
     "video_extension": video_extension, "vq_round_trip": vq_round_trip, "vqa_round_trip": vqa_round_trip,
-    "vqa_jpeg": vqa_jpeg,
+    "vqa_jpeg": vqa_jpeg, "read_drawings": read_drawings,
 }  # fmt: skip
 # The headline number of each task (the mean of its "items"), and whether higher is better.
 HEADLINE: dict[str, tuple[str, bool]] = {
@@ -237,6 +261,7 @@ HEADLINE: dict[str, tuple[str, bool]] = {
     "digits": ("accuracy", True), "digit_recognition": ("accuracy", True), "vqa": ("accuracy", True),
     "captioning": ("exact", True), "video": ("error_px", False), "video_extension": ("error_px", False),
     "vq_round_trip": ("overall", True), "vqa_round_trip": ("accuracy", True), "vqa_jpeg": ("accuracy", True),
+    "read_drawings": ("accuracy", True),
 }  # fmt: skip
 # Tasks that read images and answer in text: the ones an understanding model (Emu3-Chat) is scored on.
 UNDERSTANDING: tuple[str, ...] = ("vqa", "captioning", "digit_recognition", "vqa_round_trip", "vqa_jpeg")

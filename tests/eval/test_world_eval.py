@@ -41,6 +41,28 @@ def test_each_task_returns_scores_in_range(pipe, task):
     assert len(result["items"]) == 2
 
 
+def test_read_drawings_asks_only_about_drawings_in_which_the_checker_finds_something(pipe):
+    from emu3.worlds import shapes
+
+    class Blank:  # draws nothing at all
+        def text_to_image(self, prompts, seed=None):
+            return [shapes.render(shapes.Scene(()), 32) for _ in prompts]
+
+    class OneCircle(Blank):  # draws the same red circle for every prompt
+        def text_to_image(self, prompts, seed=None):
+            return [shapes.render(shapes.Scene((shapes.Shape("circle", "red", "large", (1, 1)),)), 72) for _ in prompts]
+
+    empty = world.read_drawings(Blank(), n=3, reader=pipe)
+    assert (empty["accuracy"], empty["items"], empty["drawings_with_objects"]) == (0.0, [], 0)
+    drawn = world.read_drawings(OneCircle(), n=8, reader=pipe)
+    assert drawn["drawings_with_objects"] == len(drawn["items"]) == 8
+    # The questions are about what was drawn (a red circle), whatever the prompts asked for.
+    expected = {"how many": "one", "what colour": "red", "what shape": "circle"}
+    checked = [(truth, expected[" ".join(q.split()[:2])]) for _, q, _, truth in drawn["examples"]
+               if " ".join(q.split()[:2]) in expected]  # fmt: skip
+    assert checked and all(truth == want for truth, want in checked)
+
+
 def test_batched_understanding_equals_one_at_a_time(pipe):
     from emu3.worlds import shapes
 
