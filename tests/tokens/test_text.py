@@ -1,7 +1,5 @@
 """TextTokenizer over its three backends: encoding, specials, errors, files."""
 
-import time
-
 import pytest
 
 from emu3.tokens.special import special_layout
@@ -141,13 +139,14 @@ def test_malformed_vision_tokens_file(baai_folder, tmp_path):
         load_text_tokenizer(folder)
 
 
-def test_full_codebook_loads_fast(tmp_path):
-    """32768 visual tokens are arithmetic, not registered tokens: loading stays far below a second."""
+def test_full_codebook_is_arithmetic_not_registered(tmp_path):
+    """32768 visual tokens are arithmetic, not registered tokens (registering them one by one made loading
+    slow): no table of the tokenizer or its BPE backend grows with the codebook."""
     folders = [write_baai_folder(tmp_path / "a", 32768), write_hf_folder(tmp_path / "b", 32768)]
     for folder in folders:
-        start = time.perf_counter()
         loaded = load_text_tokenizer(folder)
-        elapsed = time.perf_counter() - start
         assert loaded.special.codebook_size == 32768
         assert loaded.token_to_id("<|visual token 032767|>") == loaded.vocab_size - 1
-        assert elapsed < 1.0, f"{folder.name}: {elapsed:.2f}s"
+        assert loaded.token_to_id("<|visual token 000000|>") == loaded.special.visual_start
+        tables = [v for obj in (loaded, loaded.backend) for v in vars(obj).values() if isinstance(v, dict | list)]
+        assert tables and all(len(t) < 32768 for t in tables), folder.name
