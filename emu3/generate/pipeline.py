@@ -354,25 +354,19 @@ class Pipeline:
             ctx = min(have, most - 1 if context_frames is None else context_frames)
             step = min(new_frames - done, most - ctx)
             clip = np.concatenate([given, *made])[len(given) + done * t - ctx * t :] if ctx else None
-            made.append(self._video_window(clip, text, neg_text, step, (h, w), guidance, sampling,
+            made.append(self._continue_clip(clip, text, neg_text, step, (h, w), guidance, sampling,
                                            None if seed is None else seed + window, progress))  # fmt: skip
             done, window = done + step, window + 1
         return np.concatenate([given, *made]) if len(given) else np.concatenate(made)
 
     def vq_sized(self, frames: np.ndarray) -> np.ndarray:
         """(T, H, W, 3) uint8 frames resized (bicubic) to the sides the VQ takes, as `to_pixels` would."""
-        from PIL import Image as PILImage
-
-        from emu3.vision.image_io import smart_resize
+        from emu3.vision.image_io import resize_to_multiple
 
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise ValueError(f"expected (T, H, W, 3) uint8 frames, got {frames.dtype} {tuple(frames.shape)}")
-        h, w = frames.shape[1:3]
-        th, tw = smart_resize(h, w, self.vq.cfg.pixel_multiple, 0)
-        if (th, tw) == (h, w):
-            return frames
-        return np.stack([np.asarray(PILImage.fromarray(x).resize((tw, th), PILImage.BICUBIC)) for x in frames])
+        return np.stack([resize_to_multiple(x, self.vq.cfg.pixel_multiple) for x in frames])
 
     def video_window(self, text_tokens: int, h: int, w: int) -> int:
         """The most latent frames (given and new) of an h x w video that fit in the model's context after
@@ -383,7 +377,7 @@ class Pipeline:
             n += 1
         return n
 
-    def _video_window(self, clip, text, neg_text, new_frames, hw, guidance, sampling, seed, progress) -> np.ndarray:
+    def _continue_clip(self, clip, text, neg_text, new_frames, hw, guidance, sampling, seed, progress) -> np.ndarray:
         """The pixel frames of `new_frames` latent frames continuing `clip` (None: from nothing)."""
         h, w = hw
         given = None if clip is None else self.encode_video(clip)  # (t, h, w)

@@ -58,14 +58,23 @@ def to_pixels(image: np.ndarray | Image.Image, factor: int = 8, *, min_pixels: i
     """(H, W, 3) uint8 (or PIL) -> (3, H', W') float pixels in [-1, 1], resized (bicubic) only if
     needed to make the sides multiples of `factor` within the pixel limits. `min_pixels=MIN_PIXELS`
     gives the official pre-processing of the released tokenizer."""
-    pil = image if isinstance(image, Image.Image) else _as_pil(image)
+    pil = _resized(image if isinstance(image, Image.Image) else _as_pil(image), factor, min_pixels, max_pixels)
+    array = np.asarray(pil, dtype=np.float32) / 255.0
+    return torch.from_numpy((array - 0.5) / 0.5).permute(2, 0, 1).contiguous()
+
+
+def resize_to_multiple(image: np.ndarray, factor: int = 8, *, min_pixels: int = 0,
+                       max_pixels: int = MAX_PIXELS) -> np.ndarray:  # fmt: skip
+    """(H, W, 3) uint8 -> the same image with the sides `to_pixels` would give it (unchanged if they fit)."""
+    return np.asarray(_resized(_as_pil(image), factor, min_pixels, max_pixels))
+
+
+def _resized(pil: Image.Image, factor: int, min_pixels: int, max_pixels: int) -> Image.Image:
+    """RGB, resized (bicubic) only if needed: sides multiples of `factor` within the pixel limits."""
     pil = pil.convert("RGB")
     w, h = pil.size
     th, tw = smart_resize(h, w, factor, min_pixels, max_pixels)
-    if (th, tw) != (h, w):
-        pil = pil.resize((tw, th), Image.BICUBIC)
-    array = np.asarray(pil, dtype=np.float32) / 255.0
-    return torch.from_numpy((array - 0.5) / 0.5).permute(2, 0, 1).contiguous()
+    return pil if (th, tw) == (h, w) else pil.resize((tw, th), Image.BICUBIC)
 
 
 def _as_pil(image: np.ndarray) -> Image.Image:
