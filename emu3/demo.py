@@ -116,7 +116,7 @@ def run_demo(args: argparse.Namespace) -> int:
 def eval_models(specs: list[str] | None) -> tuple[dict[str, str | None], dict[str, tuple[str, ...]]]:
     """--model [NAME=]FOLDER specs -> (name -> folder, name -> the only tasks it is scored on). A folder
     holding an understanding model (<folder>/chat) adds it right after, as NAME-chat, on the
-    understanding tasks."""
+    understanding tasks (and it answers about NAME's drawings in read_drawings: `eval_readers`)."""
     from emu3.commands import default_model_folder
     from emu3.eval.world import UNDERSTANDING
     from emu3.generate.pipeline import chat_model_folder
@@ -135,6 +135,11 @@ def eval_models(specs: list[str] | None) -> tuple[dict[str, str | None], dict[st
     return models, only
 
 
+def eval_readers(models: dict[str, str | None], only: dict[str, tuple[str, ...]]) -> dict[str, str]:
+    """name -> the folder of its understanding model, for every model that `eval_models` gave one."""
+    return {name: models[f"{name}-chat"] for name in models if f"{name}-chat" in only}
+
+
 def run_eval(args: argparse.Namespace) -> int:
     from emu3.eval import suite
 
@@ -143,7 +148,7 @@ def run_eval(args: argparse.Namespace) -> int:
     tasks = {t: max(1, round(args.n * EVAL_SHARES[t])) if EVAL_SHARES[t] else 0 for t in names}
     overrides = sampling_overrides(args)
     summary = suite.evaluate(_loader(args, overrides), models, tasks, seed=args.seed, only=only,
-                             task_kwargs=task_kwargs(overrides))  # fmt: skip
+                             task_kwargs=task_kwargs(overrides), readers=eval_readers(models, only))  # fmt: skip
     summary["sampling"] = overrides  # empty: each model's own defaults
     out = suite.write(summary, args.output)
     print(suite.markdown(summary))

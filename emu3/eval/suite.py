@@ -19,11 +19,13 @@ from emu3.eval.stats import mean_se, paired_difference
 def evaluate(
     load: Callable[[str | None], object], models: dict[str, str | None], tasks: dict[str, int], *, seed: int = 0,
     log: Callable[[str], None] = print, only: dict[str, tuple[str, ...]] | None = None,
-    task_kwargs: dict[str, dict] | None = None,
+    task_kwargs: dict[str, dict] | None = None, readers: dict[str, str] | None = None,
 ) -> dict:  # fmt: skip
     """Scores of every task (name -> n) for every model (name -> folder); `load(folder)` gives a Pipeline.
     `only` limits some models to some tasks (e.g. an understanding model to the understanding tasks);
-    `task_kwargs` gives some tasks more arguments (e.g. {"digits": {"sampling": {}}})."""
+    `task_kwargs` gives some tasks more arguments (e.g. {"digits": {"sampling": {}}}); `readers` names,
+    for some models, the folder of the model that answers about their drawings in `read_drawings`
+    (their understanding model) instead of themselves."""
     results: dict[str, dict] = {}
     for name, folder in models.items():
         mine = {t: n for t, n in tasks.items() if t in (only or {}).get(name, tasks)}
@@ -33,8 +35,11 @@ def evaluate(
         results[name] = {}
         for task, n in mine.items():
             start = time.perf_counter()
+            kwargs = dict((task_kwargs or {}).get(task, {}))
+            if task == "read_drawings" and name in (readers or {}):
+                kwargs["reader"] = load(readers[name])
             try:
-                r = world.TASKS[task](pipe, n=n, seed=seed, **(task_kwargs or {}).get(task, {}))
+                r = world.TASKS[task](pipe, n=n, seed=seed, **kwargs)
             except ImportError as err:  # e.g. the digits tasks without scikit-learn
                 log(f"skipping {task}: {err}")
                 continue

@@ -158,16 +158,9 @@ def round_trip(pipe: Pipeline, images: list[np.ndarray]) -> list[np.ndarray]:
 
 def jpeg(pipe: Pipeline, images: list[np.ndarray], quality: int = 85) -> list[np.ndarray]:
     """Images saved and read back as JPEG at `quality`, as a screenshot or a photo library would keep them."""
-    import io
+    from emu3.vision.image_io import jpeg_copy
 
-    from PIL import Image
-
-    out = []
-    for image in images:
-        buffer = io.BytesIO()
-        Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
-        out.append(np.asarray(Image.open(buffer).convert("RGB")))
-    return out
+    return [jpeg_copy(image, quality) for image in images]
 
 
 def read_drawings(pipe: Pipeline, n: int = 30, seed: int = 0, reader: Pipeline | None = None) -> dict:

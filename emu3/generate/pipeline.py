@@ -70,6 +70,24 @@ class PromptSampling:
         return re.fullmatch(self.pattern, prompt.strip()) is not None
 
 
+def video_windows(given: int, new_frames: int, most: int, context_frames: int | None = None) -> list[tuple[int, int]]:
+    """How a clip of `given` latent frames is continued by `new_frames` more when at most `most` fit in one
+    sequence: (context, new) latent frames of each window in turn. Each window reads the latest
+    `context_frames` (default: as many as leave room for one new frame; fewer if fewer exist yet) and
+    writes as many new ones as fit after them."""
+    if most < 1 or new_frames < 1 or given < 0:
+        raise ValueError(f"need most >= 1, new_frames >= 1 and given >= 0, got {most}, {new_frames}, {given}")
+    if context_frames is not None and not 0 < context_frames < most:
+        raise ValueError(f"context_frames must be in 1..{most - 1}, got {context_frames}")
+    out, done = [], 0
+    while done < new_frames:
+        ctx = min(given + done, most - 1 if context_frames is None else context_frames)
+        step = min(new_frames - done, most - ctx)
+        out.append((ctx, step))
+        done += step
+    return out
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     """Generation defaults that belong to a model (saved beside it as emu3_pipeline.json).
@@ -348,15 +366,10 @@ class Pipeline:
             raise ValueError(f"context_frames must be in 1..{most - 1} (the model's context holds {most} "
                              f"{h}x{w} latent frames beside this prompt), got {context_frames}")  # fmt: skip
         made: list[np.ndarray] = []
-        done = window = 0
-        while done < new_frames:
-            have = len(given) // t + done  # latent frames so far
-            ctx = min(have, most - 1 if context_frames is None else context_frames)
-            step = min(new_frames - done, most - ctx)
-            clip = np.concatenate([given, *made])[len(given) + done * t - ctx * t :] if ctx else None
+        for window, (ctx, step) in enumerate(video_windows(len(given) // t, new_frames, most, context_frames)):
+            clip = np.concatenate([x for x in (given, *made) if len(x)])[-ctx * t :] if ctx else None
             made.append(self._continue_clip(clip, text, neg_text, step, (h, w), guidance, sampling,
                                            None if seed is None else seed + window, progress))  # fmt: skip
-            done, window = done + step, window + 1
         return np.concatenate([given, *made]) if len(given) else np.concatenate(made)
 
     def vq_sized(self, frames: np.ndarray) -> np.ndarray:
@@ -368,10 +381,11 @@ class Pipeline:
             raise ValueError(f"expected (T, H, W, 3) uint8 frames, got {frames.dtype} {tuple(frames.shape)}")
         return np.stack([resize_to_multiple(x, self.vq.cfg.pixel_multiple) for x in frames])
 
-    def video_window(self, text_tokens: int, h: int, w: int) -> int:
-        """The most latent frames (given and new) of an h x w video that fit in the model's context after
-        a prompt of `text_tokens` tokens: header, rows with EOL, EOF per frame, EOI and EOS."""
-        frame, limit = h * (w + 1) + 1, self.decoder.cfg.max_seq_len
+    def video_window(self, text_tokens: int, h: int, w: int, max_len: int | None = None) -> int:
+        """The most latent frames (given and new) of an h x w video that fit in the model's context (or
+        `max_len` tokens, if less) after a prompt of `text_tokens` tokens: header, rows with EOL, EOF per
+        frame, EOI and EOS."""
+        frame, limit = h * (w + 1) + 1, min(self.decoder.cfg.max_seq_len, max_len or self.decoder.cfg.max_seq_len)
         n = 0
         while text_tokens + len(fmt.video_prefix(n + 1, h, w, self.tok)) + (n + 1) * frame + 2 <= limit:
             n += 1

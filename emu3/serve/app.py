@@ -25,6 +25,7 @@ from contextlib import asynccontextmanager
 from dataclasses import fields
 from importlib.resources import files
 
+import numpy as np
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -245,10 +246,14 @@ def _add_routes(app: FastAPI, server: Server) -> None:
     @app.post("/v1/videos/generations", response_model=VideoGenerationResponse, responses=ERRORS,
               dependencies=bearer, summary="Generate a clip, or extend a GIF (ours, not OpenAI's)")  # fmt: skip
     async def videos(body: VideoGenerationRequest, http: Request):
-        job = await run_in_threadpool(tasks.video_job, pipe, limits, body, server.max_len)
-        (tokens,) = await server.wait(http, server.submit([job.request]))
-        frames = await run_in_threadpool(tasks.finish_video, pipe, job, tokens)
-        gif = await run_in_threadpool(media.gif_base64, frames, job.fps)
+        plan = await run_in_threadpool(tasks.plan_video, pipe, limits, body, server.max_len)
+        made: list[np.ndarray] = []
+        for k in range(len(plan.windows)):  # one after another: each window reads the frames before it
+            job = await run_in_threadpool(tasks.window_job, pipe, plan, k, made)
+            (tokens,) = await server.wait(http, server.submit([job.request]))
+            made.append(await run_in_threadpool(tasks.finish_video, pipe, job, tokens))
+        frames = np.concatenate([f for f in (plan.given, *made) if f is not None])
+        gif = await run_in_threadpool(media.gif_base64, frames, plan.fps)
         return {"created": int(time.time()), "data": [{"b64_json": gif, "frames": len(frames)}]}
 
     @app.get("/health", response_model=Health, responses={503: {"model": ErrorResponse}})

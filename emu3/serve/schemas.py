@@ -97,6 +97,8 @@ class ChatCompletionRequest(APIModel):
     max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2, description="default 0: greedy answers")
     top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=0, le=1_000_000, description="extension: top-k sampling (0 = off)")
+    min_p: float | None = Field(None, ge=0, le=1, description="extension: min-p sampling (0 = off)")
     seed: int | None = Field(None, ge=0, le=SEED_MAX)
     n: int = Field(1, ge=1, le=1, description="one answer per request")
     stream: bool = False

@@ -8,7 +8,8 @@ them in a thread, the scheduler runs the token generation in between.
 The prompts are the ones Pipeline builds (same templates, suffixes and negative prompts), so a
 server answer equals `Pipeline.text_to_image` / `chat` / `extend_video` for the same seed up to the
 batching of images (here image i of a request is its own request, seeded with seed + i). A video
-longer than the model's context is refused here; the pipeline makes it in windows.
+longer than the model's context is made in windows, as `Pipeline.extend_video` makes it: `plan_video`
+checks the request and lays out the windows, `window_job` builds each one from the frames so far.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from emu3.generate.constraints import image_plan, text_plan, video_plan
-from emu3.generate.pipeline import Pipeline
+from emu3.generate.pipeline import Pipeline, video_windows
 from emu3.generate.sampling import SamplingConfig, overlay
 from emu3.generate.scheduler import Request
 from emu3.serve import media
@@ -46,11 +47,25 @@ class ChatJob:
 
 
 @dataclass
-class VideoJob:
-    request: Request
-    prefix: list[int]  # video header and the given frames' tokens
+class VideoPlan:
+    """A checked video request: its prompts, sampling and windows ((context, new) latent frames each)."""
+
+    text: list[int]  # BOS + prompt
+    negative: list[int]  # BOS + negative prompt
+    size: tuple[int, int]  # latent rows, columns
+    windows: list[tuple[int, int]]
+    guidance: float
+    sampling: SamplingConfig
+    seed: int | None
     fps: int
     given: np.ndarray | None = None  # the given frames as encoded (T, H, W, 3), returned before the new ones
+
+
+@dataclass
+class VideoJob:
+    request: Request
+    prefix: list[int]  # video header and the context frames' tokens
+    new_frames: int  # latent frames this window writes
 
 
 # ---------------------------------------------------------------- images
@@ -117,7 +132,8 @@ def chat_job(pipe: Pipeline, limits: Limits, body: ChatCompletionRequest, max_le
         raise invalid("max_tokens", f"at most {limits.max_answer_tokens}")
     plan = text_plan(max_new)
     _check_length("messages", [prompt], plan.numel(), limits, max_len)
-    sampling = SamplingConfig(temperature=body.temperature or 0.0, top_p=body.top_p or 1.0)
+    sampling = SamplingConfig(temperature=body.temperature or 0.0, top_p=body.top_p or 1.0, top_k=body.top_k or 0,
+                              min_p=body.min_p or 0.0)  # fmt: skip
     return ChatJob(Request(prompt, plan, sampling=sampling, seed=body.seed), len(prompt))
 
 
@@ -179,36 +195,56 @@ def _image(pipe: Pipeline, limits: Limits, url: str, param: str) -> fmt.Image:
 # ---------------------------------------------------------------- video
 
 
-def video_job(pipe: Pipeline, limits: Limits, body: VideoGenerationRequest, max_len: int) -> VideoJob:
+def plan_video(pipe: Pipeline, limits: Limits, body: VideoGenerationRequest, max_len: int) -> VideoPlan:
     if len(body.prompt) > limits.max_prompt_chars:
         raise invalid("prompt", f"longer than {limits.max_prompt_chars} characters", "string_above_max_length")
     new = body.frames or pipe.cfg.video_frames
     if new > limits.max_video_frames:
         raise invalid("frames", f"at most {limits.max_video_frames} latent frames")
-    frames = None if body.video is None else _given_frames(pipe, limits, body.video)
-    given = None if frames is None else pipe.encode_video(frames)  # (t, h, w)
-    h, w = given.shape[1:] if given is not None else _latent_size(pipe, limits, body.size)
+    given = None if body.video is None else _given_frames(pipe, limits, body.video)
+    f = pipe.vq.cfg.spatial_factor
+    h, w = (given.shape[1] // f, given.shape[2] // f) if given is not None else _latent_size(pipe, limits, body.size)
     tok = pipe.tok
-    body_ids = [] if given is None else fmt.video_block(given, tok)[len(fmt.video_prefix(*given.shape, tok)) : -1]
-    prefix = fmt.video_prefix(new + (0 if given is None else given.shape[0]), h, w, tok) + body_ids
-    cond = [tok.special.bos, *_encoded("prompt", tok.encode, body.prompt + pipe.cfg.positive_suffix), *prefix]
-    neg = [tok.special.bos, *_encoded("negative_prompt", tok.encode, _negative(pipe, limits, body)), *prefix]
-    plan = video_plan(new, h, w, *_grid_ids(pipe))
-    _check_length("frames", [cond, neg], plan.numel(), limits, max_len)
-    guidance = _guidance(pipe.cfg.guidance, limits, body)
-    request = Request(cond, plan, negative_prompt=neg if guidance != 1.0 else None, guidance=guidance,
-                      sampling=_sampling(pipe.cfg.sampling(), body), seed=body.seed)  # fmt: skip
-    return VideoJob(request, prefix, body.fps, frames)
+    text = [tok.special.bos, *_encoded("prompt", tok.encode, body.prompt + pipe.cfg.positive_suffix)]
+    negative = [tok.special.bos, *_encoded("negative_prompt", tok.encode, _negative(pipe, limits, body))]
+    longest = max(len(text), len(negative))
+    if longest > limits.max_prompt_tokens:
+        raise APIError(400, f"prompt: the prompt has {longest} tokens; the limit is {limits.max_prompt_tokens}",
+                       param="prompt", code="context_length_exceeded")  # fmt: skip
+    most = pipe.video_window(longest, h, w, max_len)
+    if most < 1:
+        raise APIError(400, f"prompt: {longest} prompt tokens leave no room for one {h}x{w} latent frame in the "
+                       f"context of {max_len}", param="prompt", code="context_length_exceeded")  # fmt: skip
+    have = 0 if given is None else len(given) // pipe.vq.cfg.temporal_downsample_factor
+    return VideoPlan(text, negative, (h, w), video_windows(have, new, most), _guidance(pipe.cfg.guidance, limits, body),
+                     _sampling(pipe.cfg.sampling(), body), body.seed, body.fps, given)  # fmt: skip
+
+
+@torch.inference_mode()
+def window_job(pipe: Pipeline, plan: VideoPlan, k: int, made: list[np.ndarray]) -> VideoJob:
+    """Window k of `plan`: its context frames are the latest of the given frames and the new ones `made`
+    by the windows before it (re-encoded from pixels, as the pipeline does); seeded with seed + k."""
+    ctx, new = plan.windows[k]
+    (h, w), tok, t = plan.size, pipe.tok, pipe.vq.cfg.temporal_downsample_factor
+    frames = [f for f in (plan.given, *made) if f is not None]
+    codes = pipe.encode_video(np.concatenate(frames)[-ctx * t :]) if ctx else None  # (ctx, h, w)
+    body_ids = [] if codes is None else fmt.video_block(codes, tok)[len(fmt.video_prefix(*codes.shape, tok)) : -1]
+    prefix = fmt.video_prefix(ctx + new, h, w, tok) + body_ids
+    guided = plan.guidance != 1.0
+    request = Request(plan.text + prefix, video_plan(new, h, w, *_grid_ids(pipe)), sampling=plan.sampling,
+                      guidance=plan.guidance, negative_prompt=plan.negative + prefix if guided else None,
+                      seed=None if plan.seed is None else plan.seed + k)  # fmt: skip
+    return VideoJob(request, prefix, new)
 
 
 @torch.inference_mode()
 def finish_video(pipe: Pipeline, job: VideoJob, tokens: list[int]) -> np.ndarray:
+    """The new frames of one window, decoded."""
     ids = job.prefix + (tokens[:-1] if tokens and tokens[-1] == pipe.tok.special.eos else tokens)
     videos = [s for s in fmt.parse(ids, pipe.tok) if isinstance(s, fmt.Video)]
     if len(videos) != 1:
         raise fmt.FormatError(f"expected one video in the generated tokens, found {len(videos)}")
-    decoded = pipe.decode_video(videos[0].codes)
-    return decoded if job.given is None else np.concatenate([job.given, decoded[len(job.given) :]])
+    return pipe.decode_video(videos[0].codes)[-job.new_frames * pipe.vq.cfg.temporal_downsample_factor :]
 
 
 @torch.inference_mode()

@@ -92,3 +92,15 @@ def to_uint8(pixels: Tensor) -> np.ndarray:
     """(3, H, W) pixels in [-1, 1] -> (H, W, 3) uint8, truncating as the official post-processing."""
     array = (pixels.detach().float().cpu() * 0.5 + 0.5) * 255.0
     return array.clamp(0, 255).permute(1, 2, 0).numpy().astype(np.uint8)
+
+
+def jpeg_copy(image: np.ndarray, quality: int = 85) -> np.ndarray:
+    """(H, W, 3) uint8 saved and read back as JPEG at `quality` (1-95), as a photo library or a screenshot
+    keeps an image."""
+    import io
+
+    if not 1 <= quality <= 95:
+        raise ValueError(f"JPEG quality must be in 1..95, got {quality}")
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buffer, format="JPEG", quality=quality)
+    return np.asarray(Image.open(buffer).convert("RGB"))

@@ -63,6 +63,42 @@ def test_read_drawings_asks_only_about_drawings_in_which_the_checker_finds_somet
     assert checked and all(truth == want for truth, want in checked)
 
 
+def test_eval_asks_a_folders_understanding_model_about_its_drawings(tmp_path):
+    """`emu3 eval` on a folder holding chat/ scores read_drawings with chat/ as the reader, not the
+    generation model itself (which, like the shipped one, may no longer answer)."""
+    from emu3.demo import eval_models, eval_readers
+    from emu3.eval import suite
+    from emu3.worlds import shapes
+
+    (tmp_path / "gen" / "chat").mkdir(parents=True)
+    (tmp_path / "gen" / "chat" / "config.json").write_text("{}")
+    models, only = eval_models([f"g={tmp_path / 'gen'}"])
+    assert eval_readers(models, only) == {"g": str(tmp_path / "gen" / "chat")}
+
+    class Drawer:  # draws one red circle, answers nothing
+        def text_to_image(self, prompts, seed=None):
+            return [shapes.render(shapes.Scene((circle,)), 72) for _ in prompts]
+
+        def ask_batch(self, images, questions):
+            return ["" for _ in questions]
+
+    circle = shapes.Shape("circle", "red", "large", (1, 1))
+    truth = {"how many objects are there?": "one", "what colour is the circle?": "red",
+             "what shape is the red object?": "circle", "is there a red circle?": "yes",
+             "where is the red circle?": shapes.position_phrase(circle.cell)}  # fmt: skip
+
+    class Reader(Drawer):  # answers right about the one red circle (and "no" to "is there" any other object)
+        def ask_batch(self, images, questions):
+            return [truth.get(q, "no") for q in questions]
+
+    loaded = {str(tmp_path / "gen"): Drawer(), str(tmp_path / "gen" / "chat"): Reader()}
+    summary = suite.evaluate(loaded.__getitem__, models, {"read_drawings": 4}, only=only, log=lambda _: None,
+                             readers=eval_readers(models, only))  # fmt: skip
+    assert summary["results"]["g"]["read_drawings"]["accuracy"] == 1.0
+    alone = suite.evaluate(loaded.__getitem__, models, {"read_drawings": 4}, only=only, log=lambda _: None)
+    assert alone["results"]["g"]["read_drawings"]["accuracy"] == 0.0
+
+
 def test_batched_understanding_equals_one_at_a_time(pipe):
     from emu3.worlds import shapes
 

@@ -111,7 +111,7 @@ def test_a_server_request_sets_min_p_over_the_folders_and_out_of_range_is_refuse
 
     from emu3.serve.config import Limits
     from emu3.serve.schemas import ImageGenerationRequest, VideoGenerationRequest
-    from emu3.serve.tasks import image_job, video_job
+    from emu3.serve.tasks import image_job, plan_video
     from tests.helpers.tiny_pipeline import tiny_pipeline
 
     pipe = tiny_pipeline(seed=0).with_config(min_p=0.1)
@@ -119,7 +119,7 @@ def test_a_server_request_sets_min_p_over_the_folders_and_out_of_range_is_refuse
     assert image.sampling.min_p == 0.1  # the folder's
     asked = image_job(pipe, Limits(), ImageGenerationRequest(prompt="a circle", size="32x32", min_p=0.5), 512)
     assert asked.requests[0].sampling.min_p == 0.5
-    video = video_job(pipe, Limits(), VideoGenerationRequest(prompt="a circle", frames=1, min_p=0.0), 512)
-    assert video.request.sampling.min_p == 0.0
+    video = plan_video(pipe, Limits(), VideoGenerationRequest(prompt="a circle", frames=1, min_p=0.0), 512)
+    assert video.sampling.min_p == 0.0
     with pytest.raises(ValidationError, match="min_p"):
         ImageGenerationRequest(prompt="a circle", min_p=1.5)

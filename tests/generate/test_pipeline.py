@@ -117,6 +117,35 @@ def test_a_video_longer_than_the_context_is_made_in_windows_that_reread_the_late
         pipe.extend_video(clip, "x", new_frames=1, context_frames=most)
 
 
+def test_video_windows_cover_every_new_frame_and_never_overflow():
+    from emu3.generate.pipeline import video_windows
+
+    for given in range(0, 6):
+        for new in range(1, 12):
+            for most in range(1, 7):
+                for context in (None, *range(1, most)):
+                    windows = video_windows(given, new, most, context)
+                    assert sum(step for _, step in windows) == new
+                    made = 0
+                    for ctx, step in windows:
+                        assert step >= 1 and ctx + step <= most and ctx <= given + made
+                        assert ctx == min(given + made, most - 1 if context is None else context)
+                        made += step
+    assert video_windows(0, 4, 3) == [(0, 3), (2, 1)]  # from nothing: fill the context, then slide
+    assert video_windows(2, 1, 6) == [(2, 1)]  # it all fits: one window holding the whole clip
+    with pytest.raises(ValueError, match="context_frames"):
+        video_windows(2, 1, 3, context_frames=3)
+
+
+def test_a_video_from_nothing_longer_than_the_context_is_made_in_windows(pipe):
+    t = pipe.vq.cfg.temporal_downsample_factor
+    most = pipe.video_window(len(pipe.tok.encode("a ball")) + 1, *pipe.latent_size())
+    clip = pipe.text_to_video("a ball", frames=most + 2, seed=1)
+    assert clip.shape[0] == (most + 2) * t
+    # The first window is text_to_video of as many frames as fit, with the same seed.
+    np.testing.assert_array_equal(clip[: most * t], pipe.text_to_video("a ball", frames=most, seed=1))
+
+
 def test_saved_folder_reloads_and_opens_in_transformers(pipe, folder):
     again = Pipeline.load(folder, dtype=torch.float32)
     a = pipe.text_to_image("a red circle", seed=3)[0]

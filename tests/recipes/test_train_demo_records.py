@@ -200,3 +200,42 @@ def test_round_trip_records_hold_the_tokenizers_own_reconstructions_tagged_for_t
         with torch.no_grad():
             expected = to_uint8(vq.decode_image(vq.encode_image(to_pixels(original["image"], 4)[None]))[0])
         assert np.array_equal(record["image"], expected) and not np.array_equal(record["image"], original["image"])
+
+
+def test_jpeg_copies_join_the_round_trip_stage_as_their_own_kinds():
+    from emu3.recipes.common import DataConfig, TrainConfig
+    from emu3.recipes.train_demo import chat_config, chat_round_trip_config, round_trip_kind, sft_config
+
+    base = TrainConfig(out="runs/d/pretrain", tokenizer="runs/d/tokenizer", data=DataConfig(corpus="runs/d/tokens"))
+    cfg = DemoConfig(chat_steps=40, chat_round_trip_steps=7, chat_jpeg_scenes=10, chat_round_trip_weight=2)
+    chat = chat_config(sft_config(base, cfg), cfg)
+    kinds = chat_round_trip_config(sft_config(base, cfg), cfg).data.kinds
+    copies = tuple(round_trip_kind(k) for k in chat.data.kinds) + tuple(
+        round_trip_kind(k, "jpeg") for k in chat.data.kinds
+    )
+    assert kinds == chat.data.kinds + copies * 2
+    assert (
+        round_trip_kind("qa_first", "jpeg") == "qa_first:jpeg" and round_trip_kind("i2t:aug", "jpeg") == "i2t:aug_jpeg"
+    )
+    with pytest.raises(ValueError, match="chat_round_trip_steps"):
+        DemoConfig(chat_steps=5, chat_jpeg_scenes=10)
+    with pytest.raises(ValueError, match="chat_jpeg_scenes"):
+        DemoConfig(chat_steps=5, chat_round_trip_steps=5, chat_jpeg_scenes=-1)
+
+
+def test_jpeg_records_are_jpeg_copies_of_fresh_scenes_with_their_questions():
+    from emu3.recipes.train_demo import jpeg_records
+    from emu3.vision.image_io import jpeg_copy
+    from emu3.worlds import data
+
+    cfg = DemoConfig(chat_steps=4, chat_round_trip_steps=2, chat_jpeg_scenes=6, image_size=24, digit_augment=False)
+    records = jpeg_records(cfg)
+    assert Counter(r["tag"] for r in records) == {"jpeg": 6 + 6, "where_jpeg": 3}
+    originals = list(data.shapes_qa(6, seed=cfg.seed + 37, image_size=24, per_image=cfg.qa_per_image))
+    for record, original in zip(records[:6], originals, strict=True):
+        assert record["qa"] == original["qa"]
+        assert not np.array_equal(record["image"], original["image"])  # JPEG loses something
+        # and at some quality in 50-95 it is exactly that image's JPEG copy
+        assert any(np.array_equal(record["image"], jpeg_copy(original["image"], q)) for q in range(50, 96))
+    with pytest.raises(ValueError, match="quality"):
+        jpeg_copy(originals[0]["image"], 100)

@@ -91,6 +91,22 @@ def test_openai_client_streams_a_chat_answer(oai):
     assert len(finishes) == 1 and chunks[-1].usage.completion_tokens <= 8
 
 
+def test_chat_completions_take_top_k_and_min_p(client):
+    """The extensions top_k and min_p reach the sampler: at temperature 1 either of them set to keep only
+    the likeliest token gives the greedy answer, which plain temperature-1 sampling does not."""
+    body = {"messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 8, "seed": 5}
+
+    def said(**extra):
+        r = client.post("/v1/chat/completions", json=body | extra)
+        assert r.status_code == 200, r.text
+        return r.json()["choices"][0]["message"]["content"]
+
+    greedy = said()
+    assert said(temperature=1.0, top_k=1) == greedy
+    assert said(temperature=1.0, min_p=1.0) == greedy
+    assert said(temperature=1.0) != greedy
+
+
 # ---------------------------------------------------------------- SSE image stream
 
 
@@ -130,6 +146,20 @@ def test_video_generation_then_extension(client):
 
     given, out = (media.read_gif(base64.b64decode(c)) for c in (clip["b64_json"], longer.json()["data"][0]["b64_json"]))
     assert np.array_equal(out[: len(given)], given)  # the given frames come back as given, as from the pipeline
+
+
+def test_a_video_longer_than_the_context_is_made_in_windows_as_the_pipeline_makes_it(client, pipe):
+    from emu3.serve import media
+
+    h, w = pipe.latent_size((32, 32))
+    most = pipe.video_window(len(pipe.tok.encode("a ball")) + 1, h, w)
+    assert most < 8  # the 8 latent frames asked for do not fit in one sequence
+    r = client.post("/v1/videos/generations", json={"prompt": "a ball", "frames": 8, "size": "32x32", "seed": 4})
+    assert r.status_code == 200, r.text
+    got = media.read_gif(base64.b64decode(r.json()["data"][0]["b64_json"]))
+    expected = pipe.extend_video(None, "a ball", new_frames=8, image_size=(32, 32), seed=4)
+    assert len(got) == len(expected) == 8 * pipe.vq.cfg.temporal_downsample_factor
+    np.testing.assert_array_equal(got, media.read_gif(base64.b64decode(media.gif_base64(expected, 8))))
 
 
 # ---------------------------------------------------------------- auth, limits, errors
@@ -183,6 +213,8 @@ BAD_REQUESTS = [
     (CHAT, {"messages": USER, "tools": []}, "tools"),
     (CHAT, {"messages": USER, "max_tokens": 100000}, "max_tokens"),
     (CHAT, {"messages": USER, "temperature": 5}, "temperature"),
+    (CHAT, {"messages": USER, "min_p": 2}, "min_p"),
+    (CHAT, {"messages": USER, "top_k": -1}, "top_k"),
     (CHAT, {"messages": [{"role": "tool", "content": "x"}]}, "messages[0].role"),
     (CHAT, {"messages": [{"role": "assistant", "content": "x"}]}, "messages[0].role"),
     (CHAT, {"messages": [*USER, {"role": "assistant", "content": "x"}]}, "messages"),
