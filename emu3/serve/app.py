@@ -4,7 +4,8 @@
                                   partial images and the image
     POST /v1/chat/completions     messages (text, data-URI images) -> answer; `stream: true` sends
                                   OpenAI chat.completion.chunk events
-    POST /v1/videos/generations   text (+ a GIF to extend) -> GIF (ours)
+    POST /v1/videos/generations   text (+ a GIF to extend) -> GIF (ours); a clip longer than the
+                                  context is made in windows, one request after another
     GET  /health  /metrics  /docs  /openapi.json  /  (a small web page)
 
 Handlers never run the model: they build a job in a thread (tokenize, encode input images), submit
