@@ -394,19 +394,20 @@ class Pipeline:
     def _continue_clip(self, clip, text, neg_text, new_frames, hw, guidance, sampling, seed, progress) -> np.ndarray:
         """The pixel frames of `new_frames` latent frames continuing `clip` (None: from nothing)."""
         h, w = hw
-        given = None if clip is None else self.encode_video(clip)  # (t, h, w)
-        total = new_frames + (0 if given is None else given.shape[0])
-        body = (
-            []
-            if given is None
-            else fmt.video_block(given, self.tok)[len(fmt.video_prefix(*given.shape, self.tok)) : -1]
-        )
-        prefix = fmt.video_prefix(total, h, w, self.tok)
+        context = self.video_context(clip, new_frames, h, w)
         plan = video_plan(new_frames, h, w, *self._grid_ids())
-        out = self._generate([text + prefix + body], [plan], neg_text + prefix + body, guidance, sampling, seed,
-                             progress)[0]  # fmt: skip
-        codes = self._parse_vision(prefix + body, out, fmt.Video)
+        out = self._generate([text + context], [plan], neg_text + context, guidance, sampling, seed, progress)[0]
+        codes = self._parse_vision(context, out, fmt.Video)
         return self.decode_video(codes)[-new_frames * self.vq.cfg.temporal_downsample_factor :]
+
+    def video_context(self, clip: np.ndarray | None, new_frames: int, h: int, w: int) -> list[int]:
+        """What a video window's prompt ends with, after the text: the header of a video of the clip's
+        latent frames plus `new_frames`, then the clip's codes (`clip`: pixel frames, None for none)."""
+        if clip is None:
+            return fmt.video_prefix(new_frames, h, w, self.tok)
+        given = self.encode_video(clip)  # (t, h, w)
+        body = fmt.video_block(given, self.tok)[len(fmt.video_prefix(*given.shape, self.tok)) : -1]
+        return fmt.video_prefix(given.shape[0] + new_frames, h, w, self.tok) + body
 
     def encode_video(self, frames: np.ndarray) -> Tensor:
         """(T, H, W, 3) uint8 -> (t, h, w) codes."""

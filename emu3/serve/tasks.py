@@ -225,11 +225,9 @@ def window_job(pipe: Pipeline, plan: VideoPlan, k: int, made: list[np.ndarray]) 
     """Window k of `plan`: its context frames are the latest of the given frames and the new ones `made`
     by the windows before it (re-encoded from pixels, as the pipeline does); seeded with seed + k."""
     ctx, new = plan.windows[k]
-    (h, w), tok, t = plan.size, pipe.tok, pipe.vq.cfg.temporal_downsample_factor
+    (h, w), t = plan.size, pipe.vq.cfg.temporal_downsample_factor
     frames = [f for f in (plan.given, *made) if f is not None]
-    codes = pipe.encode_video(np.concatenate(frames)[-ctx * t :]) if ctx else None  # (ctx, h, w)
-    body_ids = [] if codes is None else fmt.video_block(codes, tok)[len(fmt.video_prefix(*codes.shape, tok)) : -1]
-    prefix = fmt.video_prefix(ctx + new, h, w, tok) + body_ids
+    prefix = pipe.video_context(np.concatenate(frames)[-ctx * t :] if ctx else None, new, h, w)
     guided = plan.guidance != 1.0
     request = Request(plan.text + prefix, video_plan(new, h, w, *_grid_ids(pipe)), sampling=plan.sampling,
                       guidance=plan.guidance, negative_prompt=plan.negative + prefix if guided else None,
