@@ -76,6 +76,15 @@ class VQTrainConfig:
     device: str = "cpu"  # e.g. "cuda"; batches are drawn on the CPU and moved there
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        # Every batch keeps at least one image: the losses, the locality term and the critic read them.
+        clips = round(self.batch_size * self.video_fraction)
+        if not 0.0 <= self.video_fraction <= 1.0 or (self.video_fraction > 0 and clips >= self.batch_size):
+            raise ValueError(
+                f"video_fraction {self.video_fraction} leaves no image in a batch of {self.batch_size}: "
+                f"use a value in [0, 1) that rounds to at most {self.batch_size - 1} clips"
+            )
+
 
 def _folder_images(folder: Path, size: int) -> list[np.ndarray]:
     images, bad = [], 0

@@ -92,3 +92,11 @@ def test_train_vq_fine_tunes_a_saved_tokenizer(tmp_path):
     main(load(VQTrainConfig, "configs/train_vq/tiny.yaml", args))
     label, start = (tmp_path / "b" / "psnr.txt").read_text().splitlines()[0].split()[:2]
     assert label == "initial" and abs(float(start) - trained) < 0.01
+
+
+@pytest.mark.parametrize("fraction", [1.0, 0.97, -0.1, 1.5])
+def test_train_vq_refuses_a_video_fraction_that_leaves_no_image(fraction):
+    # 0.97 of 16 rounds to 16 clips: no image would be left for the losses that read them
+    with pytest.raises(ValueError, match="leaves no image in a batch of 16"):
+        VQTrainConfig(batch_size=16, video_fraction=fraction)
+    assert VQTrainConfig(batch_size=16, video_fraction=0.94).video_fraction == 0.94  # 15 clips, one image
