@@ -47,7 +47,8 @@ def evaluate(
             results[name][task] = r
             key, _ = world.HEADLINE[task]
             mean, se = mean_se(r["items"])
-            log(f"{name:8s} {task:22s} {key} {mean:.3f} +- {se:.3f}  (n={len(r['items'])}, {r['seconds']}s)")
+            log(f"{name:8s} {task:22s} {key} {mean:.3f} +- {se:.3f}  (n={len(r['items'])}, {r['seconds']}s)"
+                + "".join(f"; {text}" for text in references(r)))  # fmt: skip
     return {"models": {k: str(v) if v else "shipped" for k, v in models.items()}, "seed": seed,
             "results": results, "comparisons": comparisons(results)}  # fmt: skip
 
@@ -65,6 +66,18 @@ def comparisons(results: dict[str, dict]) -> list[dict]:
             if task in results[before] and task in results[after]:
                 d = paired_difference(results[after][task]["items"], results[before][task]["items"])
                 out.append({"what": f"{after} - {before}", "task": task, **d})
+    return out
+
+
+def references(result: dict) -> list[str]:
+    """What a task's score is measured against, where it reports it: for video extension, repeating the
+    last given frame, and the true clip through the vision tokenizer (the best any decoder can do)."""
+    out = []
+    if "frozen_baseline_px" in result:
+        out.append(f"repeating the last frame {result['frozen_baseline_px']:.1f} px")
+    if "tokenizer_floor_px" in result:
+        out.append(f"true clip through the tokenizer {result['tokenizer_floor_px']:.1f} px "
+                   f"(object found in {result['tokenizer_found']:.0%} of frames)")  # fmt: skip
     return out
 
 
@@ -86,6 +99,10 @@ def markdown(summary: dict) -> str:
             cells.append(f"{mean:.3f} ± {se:.3f}")
         lines.append(f"| {task} | {key} ({'higher' if higher else 'lower'} is better) | " + " | ".join(cells)
                      + f" | {n} |")  # fmt: skip
+    notes = [f"- {name}, {task}: " + "; ".join(references(r)) for name, by_task in results.items()
+             for task, r in by_task.items() if references(r)]  # fmt: skip
+    if notes:
+        lines += ["", "Measured against:", *notes]
     if summary.get("sampling"):
         lines += ["", "Sampling for every model, overriding its own defaults: "
                   + ", ".join(f"{k} {v}" for k, v in summary["sampling"].items())]  # fmt: skip

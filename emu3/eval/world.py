@@ -226,6 +226,7 @@ def video_extension(pipe: Pipeline, n: int = 6, seed: int = 0, given: int = 8, n
     rng = random.Random(EVAL_SEED_OFFSET + 40_000 + seed)
     t = pipe.vq.cfg.temporal_downsample_factor
     errors, baseline, examples = [], [], []
+    floor, floor_found = [], []
     for i in range(n):
         m = motion.sample_motion(rng, _side(pipe))
         clip = motion.render_video(m, given)
@@ -235,11 +236,18 @@ def video_extension(pipe: Pipeline, n: int = 6, seed: int = 0, given: int = 8, n
         # Baseline: a frozen world (repeat the last given frame).
         still = np.repeat(clip[-1:], new_frames * t, axis=0)
         baseline.append(motion.score_video(still, m, first_frame=given)["error_px"])
+        # Floor: the true clip encoded and decoded, scored on the same frames. Codes that the decoder
+        # predicted perfectly would decode to this, so no model beats its tokenizer's round trip.
+        truth = motion.render_video(m, given + new_frames * t)
+        s = motion.score_video(pipe.decode_video(pipe.encode_video(truth))[given:], m, first_frame=given)
+        floor.append(s["error_px"])
+        floor_found.append(s["found"])
         if len(examples) < 3:
             examples.append((m.caption(), out))
     side = _side(pipe)  # the target is stated at 64 px; errors scale with the image side
     return {"error_px": float(np.mean(errors)), "error_px_at_64": float(np.mean(errors)) * 64 / side,
-            "frozen_baseline_px": float(np.mean(baseline)), "items": errors, "examples": examples}  # fmt: skip
+            "frozen_baseline_px": float(np.mean(baseline)), "tokenizer_floor_px": float(np.mean(floor)),
+            "tokenizer_found": float(np.mean(floor_found)), "items": errors, "examples": examples}  # fmt: skip
 
 
 TASKS: dict[str, Callable[..., dict]] = {

@@ -5,7 +5,8 @@
     POST /v1/chat/completions     messages (text, data-URI images) -> answer; `stream: true` sends
                                   OpenAI chat.completion.chunk events
     POST /v1/videos/generations   text (+ a GIF to extend) -> GIF (ours); a clip longer than the
-                                  context is made in windows, one request after another
+                                  context is made in windows, one request after another; `stream:
+                                  true` sends SSE progress per latent frame and the clip per window
     GET  /health  /metrics  /docs  /openapi.json  /  (a small web page)
 
 Handlers never run the model: they build a job in a thread (tokenize, encode input images), submit
@@ -248,6 +249,9 @@ def _add_routes(app: FastAPI, server: Server) -> None:
               dependencies=bearer, summary="Generate a clip, or extend a GIF (ours, not OpenAI's)")  # fmt: skip
     async def videos(body: VideoGenerationRequest, http: Request):
         plan = await run_in_threadpool(tasks.plan_video, pipe, limits, body, server.max_len)
+        if body.stream:  # the first window is submitted before the 200 goes out, so a full queue is a 429
+            job = await run_in_threadpool(tasks.window_job, pipe, plan, 0, [])
+            return _sse(_video_events(server, plan, job, _submit_window(server, job)))
         made: list[np.ndarray] = []
         for k in range(len(plan.windows)):  # one after another: each window reads the frames before it
             job = await run_in_threadpool(tasks.window_job, pipe, plan, k, made)
@@ -324,6 +328,58 @@ async def _image_events(server: Server, sub: Submission, job: tasks.ImageJob, bo
         yield _event(error_body(503, "the request was cancelled"), "error")
     except Exception:
         log.exception("image stream failed")
+        yield _event(error_body(500, "generation failed; see the server log"), "error")
+    finally:
+        if not sub.future.done():
+            server.metrics.cancelled()
+        sub.cancel()
+
+
+def _submit_window(server: Server, job: tasks.VideoJob) -> Submission:
+    """One video window, with an event at the end of each latent frame it writes."""
+    eof = server.pipe.tok.special.eof
+    return server.submit([job.request], notify=lambda _done, _total, token: token == eof)[0]
+
+
+async def _video_events(server: Server, plan: tasks.VideoPlan, job: tasks.VideoJob, sub: Submission
+                        ) -> AsyncIterator[str]:  # fmt: skip
+    """`video_generation.progress` at the end of each new latent frame, `video_generation.partial_video`
+    (the clip so far: given frames, then the new ones) after each window but the last, then
+    `video_generation.completed` with the whole clip, as the plain request returns it."""
+    pipe, windows = server.pipe, len(plan.windows)
+    created, made, done = int(time.time()), [], 0
+    total = sum(new for _ctx, new in plan.windows)
+
+    def clip() -> np.ndarray:
+        return np.concatenate([f for f in (plan.given, *made) if f is not None])
+
+    try:
+        for k in range(windows):
+            if k:  # each window reads the frames made before it
+                job = await run_in_threadpool(tasks.window_job, pipe, plan, k, made)
+                sub = _submit_window(server, job)
+            async for _ in sub.events():
+                done += 1
+                progress = {"type": "video_generation.progress", "latent_frames_done": done, "latent_frames": total,
+                            "window": k, "windows": windows}  # fmt: skip
+                yield _event(progress, "video_generation.progress")
+            made.append(await run_in_threadpool(tasks.finish_video, pipe, job, await sub.result()))
+            if k < windows - 1:
+                frames = clip()
+                gif = await run_in_threadpool(media.gif_base64, frames, plan.fps)
+                yield _event({"type": "video_generation.partial_video", "partial_video_index": k, "b64_json": gif,
+                              "frames": len(frames), "mime_type": "image/gif", "created_at": created},
+                             "video_generation.partial_video")  # fmt: skip
+        frames = clip()
+        gif = await run_in_threadpool(media.gif_base64, frames, plan.fps)
+        yield _event({"type": "video_generation.completed", "b64_json": gif, "frames": len(frames),
+                      "mime_type": "image/gif", "created_at": created}, "video_generation.completed")  # fmt: skip
+    except APIError as err:  # a later window refused (a full queue): the stream is open, so an error event
+        yield _event(err.body(), "error")
+    except Cancelled:
+        yield _event(error_body(503, "the request was cancelled"), "error")
+    except Exception:
+        log.exception("video stream failed")
         yield _event(error_body(500, "generation failed; see the server log"), "error")
     finally:
         if not sub.future.done():

@@ -144,6 +144,8 @@ class VideoGenerationRequest(Sampling):
     video: str | None = Field(None, description="a clip to extend: base64 GIF, or a data:image/gif;base64 URI")
     fps: int = Field(8, ge=1, le=60, description="frame rate of the returned GIF")
     response_format: Literal["b64_json"] = "b64_json"
+    stream: bool = Field(False, description="server-sent events: progress per latent frame, the clip so far "
+                                            "after each window but the last, then the clip")  # fmt: skip
 
 
 class VideoData(BaseModel):

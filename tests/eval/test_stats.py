@@ -47,3 +47,17 @@ def test_the_comparison_table_says_which_way_a_difference_goes_beyond_two_standa
     table = markdown({"results": results, "comparisons": comparisons(results)})
     rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[-1].strip(" |") for line in table.splitlines()}
     assert (rows["b - a"], rows["c - b"], rows["d - c"]) == ("lower", "no", "higher")
+
+
+def test_video_extension_is_reported_with_what_it_is_measured_against():
+    from emu3.eval.suite import markdown, references
+
+    scored = {"items": [20.0, 30.0], "frozen_baseline_px": 12.05, "tokenizer_floor_px": 15.64, "tokenizer_found": 0.72}
+    floor = "true clip through the tokenizer 15.6 px (object found in 72% of frames)"
+    expected = ["repeating the last frame 12.1 px", floor]
+    assert references(scored) == expected
+    assert references({"items": [1.0]}) == []
+    table = markdown({"results": {"gen": {"video_extension": scored, "digits": {"items": [1.0]}}}, "comparisons": []})
+    notes = table.split("Measured against:\n")[1].splitlines()
+    assert notes == ["- gen, video_extension: repeating the last frame 12.1 px; true clip through the tokenizer "
+                     "15.6 px (object found in 72% of frames)"]  # fmt: skip

@@ -1,6 +1,7 @@
 """The demo-world evaluation runs every task end to end and writes a self-contained report."""
 
 import json
+import random
 
 import numpy as np
 import pytest
@@ -226,3 +227,25 @@ def test_eval_command_rejects_bad_tasks_and_sampling(pipe, tmp_path, flags, mess
     folder = str(pipe.save(tmp_path / "model"))
     with pytest.raises(SystemExit, match=message):
         main(["eval", "--model", folder, "--n", "1", "-o", str(tmp_path / "out"), *flags])
+
+
+def test_video_extension_reports_its_tokenizer_floor_and_the_floor_is_the_round_trip(pipe):
+    """The floor is the score of the true clip encoded and decoded, on the predicted frames: what a
+    decoder that predicted exactly the true codes would score. Recomputed here for the same motions."""
+    from emu3.worlds import motion
+
+    result = world.video_extension(pipe, n=2, seed=0, given=4, new_frames=1)
+    assert {"tokenizer_floor_px", "tokenizer_found", "frozen_baseline_px"} <= result.keys()
+    assert 0.0 <= result["tokenizer_found"] <= 1.0 and result["tokenizer_floor_px"] >= 0.0
+    # Recompute the floor of the first clip by hand.
+    rng = random.Random(world.EVAL_SEED_OFFSET + 40_000)
+    side = world._side(pipe)
+    m = motion.sample_motion(rng, side)
+    truth = motion.render_video(m, 4 + pipe.vq.cfg.temporal_downsample_factor)
+    codes = pipe.encode_video(truth)
+    back = pipe.decode_video(codes)
+    first = motion.score_video(back[4:], m, first_frame=4)["error_px"]
+    m2 = motion.sample_motion(rng, side)
+    truth2 = motion.render_video(m2, 4 + pipe.vq.cfg.temporal_downsample_factor)
+    second = motion.score_video(pipe.decode_video(pipe.encode_video(truth2))[4:], m2, first_frame=4)["error_px"]
+    assert result["tokenizer_floor_px"] == pytest.approx((first + second) / 2)

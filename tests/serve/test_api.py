@@ -162,6 +162,33 @@ def test_a_video_longer_than_the_context_is_made_in_windows_as_the_pipeline_make
     np.testing.assert_array_equal(got, media.read_gif(base64.b64decode(media.gif_base64(expected, 8))))
 
 
+def test_video_stream_reports_each_latent_frame_each_window_and_the_same_clip(client, pipe):
+    from emu3.serve import media
+
+    body = {"prompt": "a ball", "frames": 8, "size": "32x32", "seed": 4}  # more than one window holds
+    with client.stream("POST", "/v1/videos/generations", json=body | {"stream": True}) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        events = _events(r)
+    names = [n for n, _ in events]
+    progress = [json.loads(d) for n, d in events if n == "video_generation.progress"]
+    assert [p["latent_frames_done"] for p in progress] == list(range(1, 9))
+    windows = progress[0]["windows"]
+    assert windows > 1 and sorted({p["window"] for p in progress}) == list(range(windows))
+    partial = [json.loads(d) for n, d in events if n == "video_generation.partial_video"]
+    assert [p["partial_video_index"] for p in partial] == list(range(windows - 1))
+    assert names[-1] == "video_generation.completed" and "error" not in names
+    t = pipe.vq.cfg.temporal_downsample_factor
+    final = media.read_gif(base64.b64decode(json.loads(events[-1][1])["b64_json"]))
+    plain = client.post("/v1/videos/generations", json=body).json()["data"][0]["b64_json"]
+    plain = media.read_gif(base64.b64decode(plain))
+    np.testing.assert_array_equal(final, plain)
+    for p in partial:  # each partial clip is the start of the final one, up to that window's frames
+        done = sum(1 for q in progress if q["window"] <= p["partial_video_index"])
+        got = media.read_gif(base64.b64decode(p["b64_json"]))
+        assert len(got) == p["frames"] == done * t
+        np.testing.assert_array_equal(got, final[: len(got)])
+
+
 # ---------------------------------------------------------------- auth, limits, errors
 
 
