@@ -11,7 +11,10 @@ transformer (600 clips among 27,000 other examples). This measures both, on vide
 2. a decoder of the demo's shape pretrained on `--clips` caption -> video examples only, scored by
    `emu3 eval`'s video_extension (8 given frames, 8 predicted) at its sampling defaults and greedy.
 
-    python benchmarks/video_scaling.py --device cuda --out /tmp/vs --clips 16000 --steps 3000 -o results.json
+    python benchmarks/video_scaling.py --device cuda --out /tmp/vs --clips 20000 --steps 4000 -o results.json
+
+`--vq-tile-size 0` fine-tunes the tokenizer without tiles, `--vq-codebook N` widens its codebook first.
+Measured on one H200 (README, "Video: the tokenizer holds it back"): benchmarks/results/video_scaling_h200/.
 
 Writes JSON (each stage's seconds and scores) to -o after every stage, so a run stopped by a time
 limit keeps what it measured.
@@ -57,6 +60,26 @@ def round_trip_floor(vq, n: int, size: int, device: str, given: int = 8, total: 
     return {"error_px": float(np.mean(errors)), "found": float(np.mean(found)), "n": n}
 
 
+def widened(folder: Path, codebook: int, out: Path) -> Path:
+    """The tokenizer in `folder` with `codebook` codes: its own, then copies of them drawn at random with
+    a little noise (training's dead-code restarts move the unused ones onto encoder outputs)."""
+    from emu3.convert.vq import save_vision_tokenizer  # noqa: PLC0415
+    from emu3.vision.vq import VQModel  # noqa: PLC0415
+
+    src = load_vision_tokenizer(folder)
+    state = {k: v.float() for k, v in src.state_dict().items()}
+    codes = state["quantize.embedding.weight"]
+    if codebook < len(codes):
+        raise ValueError(f"--vq-codebook {codebook} is smaller than the tokenizer's {len(codes)} codes")
+    g = torch.Generator().manual_seed(0)
+    extra = codes[torch.randint(len(codes), (codebook - len(codes),), generator=g)]
+    extra = extra + 0.01 * codes.std() * torch.randn(extra.shape, generator=g)
+    state["quantize.embedding.weight"] = torch.cat([codes, extra])
+    model = VQModel(replace(src.cfg, codebook_size=codebook))
+    model.load_state_dict(state, strict=True)
+    return save_vision_tokenizer(model, out)
+
+
 def extension(folder: Path, n: int, device: str, greedy: bool) -> dict:
     pipe = Pipeline.load(folder, device=device)
     if greedy:  # the likeliest code at each step, no guidance
@@ -72,6 +95,8 @@ def main() -> None:
     p.add_argument("--clips", type=int, default=16000)
     p.add_argument("--vq-steps", type=int, default=400)
     p.add_argument("--vq-lr", type=float, default=5e-4)
+    p.add_argument("--vq-tile-size", type=int, default=-1, help="tiles for the fine-tune (-1: the shipped 24; 0: none)")
+    p.add_argument("--vq-codebook", type=int, default=0, help="widen the codebook to this many codes first (0: keep)")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -92,15 +117,18 @@ def main() -> None:
     print("floor, shipped tokenizer:", res["floor_shipped"], flush=True)
     save()
 
-    # 1. the shipped tokenizer, fine-tuned on clips only
+    # 1. the shipped tokenizer, fine-tuned with three quarters of each batch clips
     vq_dir = out / "vq"
     if a.vq_steps > 0:
         from emu3.configuration import load  # noqa: PLC0415
 
+        init = shipped if not a.vq_codebook else widened(shipped, a.vq_codebook, out / "vq-init")
         base = load(train_vq.VQTrainConfig, str(CONFIGS / "train_vq" / "demo.yaml"), [])
+        tiles = base.vq.tile_size if a.vq_tile_size < 0 else a.vq_tile_size
         optim = replace(base.optim, lr=a.vq_lr, min_lr=a.vq_lr / 10, warmup_steps=20)
-        vcfg = replace(base, out=str(vq_dir), init=str(shipped), steps=a.vq_steps, video_fraction=0.75,
-                       image_size=size, optim=optim, save_every=a.vq_steps, device=dev, eval_images=16)  # fmt: skip
+        vcfg = replace(base, out=str(vq_dir), init=str(init), steps=a.vq_steps, video_fraction=0.75, image_size=size,
+                       optim=optim, save_every=a.vq_steps, device=dev, eval_images=16,
+                       vq=replace(base.vq, tile_size=tiles))  # fmt: skip
         train_vq.main(vcfg)
         vq_model = vq_dir / "model"
     else:
@@ -114,12 +142,13 @@ def main() -> None:
     # 2. caption -> video examples only
     t0 = time.perf_counter()
     from emu3.data.pretokenize import PretokenizeConfig, pretokenize
-    from emu3.tokens.text import load_text_tokenizer
+    from emu3.tokens.text import TextTokenizer, load_text_tokenizer
 
     tok_dir, corpus = out / "tokenizer", out / "tokens"
     if not (corpus / "meta.json").exists():
         records = list(data.motion_videos(a.clips, seed=0, frames=16, image_size=size))
-        tok = load_text_tokenizer(shipped)  # the shipped model's words cover every motion caption
+        # The shipped model's words cover every motion caption; its visual block follows the codebook.
+        tok = TextTokenizer(load_text_tokenizer(shipped).backend, vq.cfg.codebook_size)
         tok.save(tok_dir)
         pcfg = PretokenizeConfig(understanding=0.0, null_caption=0.1, shard_size=4000, batch_size=64)
         res["tokens"] = dict(pretokenize(records, corpus, vq, tok, pcfg))
