@@ -223,7 +223,7 @@ def _add_routes(app: FastAPI, server: Server) -> None:
         if body.stream:  # submitted before the 200 goes out, so a full queue is still a 429
             eol = pipe.tok.special.eol
             sub = server.submit(job.requests, notify=lambda done, total, token: token == eol or done == total)[0]
-            return _sse(_image_events(server, sub, job, body))
+            return _sse(_guarded(server, _image_events(server, sub, job, body), [sub], "image"))
         tokens = await server.wait(http, server.submit(job.requests))
         encoded = await run_in_threadpool(lambda: [media.png_base64(tasks.finish_image(pipe, job, t)) for t in tokens])
         return {"created": int(time.time()), "data": [{"b64_json": b} for b in encoded], "size": job.size}
@@ -236,7 +236,7 @@ def _add_routes(app: FastAPI, server: Server) -> None:
         model, reply_id = server.chat_model_name, f"chatcmpl-{uuid.uuid4().hex}"  # the one that answers
         sub = server.submit([job.request], notify=(lambda *_: True) if body.stream else None, worker=worker)[0]
         if body.stream:
-            return _sse(_chat_chunks(server, sub, job, body, model, reply_id))
+            return _sse(_guarded(server, _chat_chunks(server, sub, job, body, model, reply_id), [sub], "chat", None))
         (tokens,) = await server.wait(http, [sub])
         usage = {"prompt_tokens": job.prompt_tokens, "completion_tokens": len(tokens)}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
@@ -251,7 +251,8 @@ def _add_routes(app: FastAPI, server: Server) -> None:
         plan = await run_in_threadpool(tasks.plan_video, pipe, limits, body, server.max_len)
         if body.stream:  # the first window is submitted before the 200 goes out, so a full queue is a 429
             job = await run_in_threadpool(tasks.window_job, pipe, plan, 0, [])
-            return _sse(_video_events(server, plan, job, _submit_window(server, job)))
+            subs = [_submit_window(server, job)]
+            return _sse(_guarded(server, _video_events(server, plan, job, subs), subs, "video"))
         made: list[np.ndarray] = []
         for k in range(len(plan.windows)):  # one after another: each window reads the frames before it
             job = await run_in_threadpool(tasks.window_job, pipe, plan, k, made)
@@ -298,6 +299,29 @@ def _event(data: dict | str, name: str | None = None) -> str:
     return (f"event: {name}\n" if name else "") + f"data: {text}\n\n"
 
 
+async def _guarded(server: Server, events: AsyncIterator[str], subs: list[Submission], what: str,
+                   error_event: str | None = "error") -> AsyncIterator[str]:  # fmt: skip
+    """`events`, with a failure sent as a last error event (the 200 has gone out), and the stream's
+    requests (`subs`, which the video stream extends window by window) cancelled if it ends before
+    they do: the client left, or it failed."""
+    try:
+        async for event in events:
+            yield event
+    except APIError as err:  # e.g. a later video window found the queue full
+        yield _event(err.body(), error_event)
+    except Cancelled:
+        yield _event(error_body(503, "the request was cancelled"), error_event)
+    except Exception:
+        log.exception("%s stream failed", what)
+        yield _event(error_body(500, "generation failed; see the server log"), error_event)
+    finally:
+        await events.aclose()
+        for sub in subs:
+            if not sub.future.done():
+                server.metrics.cancelled()
+            sub.cancel()
+
+
 async def _image_events(server: Server, sub: Submission, job: tasks.ImageJob, body) -> AsyncIterator[str]:
     """OpenAI's image stream (partial_image ... completed) plus our `image_generation.progress` per row."""
     pipe, eol = server.pipe, server.pipe.tok.special.eol
@@ -305,34 +329,24 @@ async def _image_events(server: Server, sub: Submission, job: tasks.ImageJob, bo
     partial_rows = {round((i + 1) * job.height / (n_partial + 1)) for i in range(n_partial)}
     created, rows, sent = int(time.time()), 0, 0
     common = {"size": job.size, "output_format": "png"}
-    try:
-        async for done, total, token in sub.events():
-            if token != eol:
-                continue
-            rows += 1
-            yield _event({"type": "image_generation.progress", "rows_done": rows, "rows": job.height,
-                          "tokens_done": done, "tokens_total": total}, "image_generation.progress")  # fmt: skip
-            if rows in partial_rows:
-                image = await run_in_threadpool(tasks.partial_image, pipe, job, sub.ticket.tokens[:done])
-                yield _event({"type": "image_generation.partial_image", "partial_image_index": sent,
-                              "b64_json": media.png_base64(image), "created_at": created, **common},
-                             "image_generation.partial_image")  # fmt: skip
-                sent += 1
-        tokens = await sub.result()
-        image = await run_in_threadpool(tasks.finish_image, pipe, job, tokens)
-        usage = {"input_tokens": len(job.requests[0].prompt), "output_tokens": len(tokens)}
-        usage["total_tokens"] = usage["input_tokens"] + usage["output_tokens"]
-        yield _event({"type": "image_generation.completed", "b64_json": media.png_base64(image),
-                      "created_at": created, "usage": usage, **common}, "image_generation.completed")  # fmt: skip
-    except Cancelled:
-        yield _event(error_body(503, "the request was cancelled"), "error")
-    except Exception:
-        log.exception("image stream failed")
-        yield _event(error_body(500, "generation failed; see the server log"), "error")
-    finally:
-        if not sub.future.done():
-            server.metrics.cancelled()
-        sub.cancel()
+    async for done, total, token in sub.events():
+        if token != eol:
+            continue
+        rows += 1
+        yield _event({"type": "image_generation.progress", "rows_done": rows, "rows": job.height,
+                      "tokens_done": done, "tokens_total": total}, "image_generation.progress")  # fmt: skip
+        if rows in partial_rows:
+            image = await run_in_threadpool(tasks.partial_image, pipe, job, sub.ticket.tokens[:done])
+            yield _event({"type": "image_generation.partial_image", "partial_image_index": sent,
+                          "b64_json": media.png_base64(image), "created_at": created, **common},
+                         "image_generation.partial_image")  # fmt: skip
+            sent += 1
+    tokens = await sub.result()
+    image = await run_in_threadpool(tasks.finish_image, pipe, job, tokens)
+    usage = {"input_tokens": len(job.requests[0].prompt), "output_tokens": len(tokens)}
+    usage["total_tokens"] = usage["input_tokens"] + usage["output_tokens"]
+    yield _event({"type": "image_generation.completed", "b64_json": media.png_base64(image),
+                  "created_at": created, "usage": usage, **common}, "image_generation.completed")  # fmt: skip
 
 
 def _submit_window(server: Server, job: tasks.VideoJob) -> Submission:
@@ -341,11 +355,12 @@ def _submit_window(server: Server, job: tasks.VideoJob) -> Submission:
     return server.submit([job.request], notify=lambda _done, _total, token: token == eof)[0]
 
 
-async def _video_events(server: Server, plan: tasks.VideoPlan, job: tasks.VideoJob, sub: Submission
+async def _video_events(server: Server, plan: tasks.VideoPlan, job: tasks.VideoJob, subs: list[Submission]
                         ) -> AsyncIterator[str]:  # fmt: skip
     """`video_generation.progress` at the end of each new latent frame, `video_generation.partial_video`
     (the clip so far: given frames, then the new ones) after each window but the last, then
-    `video_generation.completed` with the whole clip, as the plain request returns it."""
+    `video_generation.completed` with the whole clip, as the plain request returns it. `subs` holds the
+    first window's submission; each later window's is added to it."""
     pipe, windows = server.pipe, len(plan.windows)
     created, made, done = int(time.time()), [], 0
     total = sum(new for _ctx, new in plan.windows)
@@ -353,38 +368,27 @@ async def _video_events(server: Server, plan: tasks.VideoPlan, job: tasks.VideoJ
     def clip() -> np.ndarray:
         return np.concatenate([f for f in (plan.given, *made) if f is not None])
 
-    try:
-        for k in range(windows):
-            if k:  # each window reads the frames made before it
-                job = await run_in_threadpool(tasks.window_job, pipe, plan, k, made)
-                sub = _submit_window(server, job)
-            async for _ in sub.events():
-                done += 1
-                progress = {"type": "video_generation.progress", "latent_frames_done": done, "latent_frames": total,
-                            "window": k, "windows": windows}  # fmt: skip
-                yield _event(progress, "video_generation.progress")
-            made.append(await run_in_threadpool(tasks.finish_video, pipe, job, await sub.result()))
-            if k < windows - 1:
-                frames = clip()
-                gif = await run_in_threadpool(media.gif_base64, frames, plan.fps)
-                yield _event({"type": "video_generation.partial_video", "partial_video_index": k, "b64_json": gif,
-                              "frames": len(frames), "mime_type": "image/gif", "created_at": created},
-                             "video_generation.partial_video")  # fmt: skip
-        frames = clip()
-        gif = await run_in_threadpool(media.gif_base64, frames, plan.fps)
-        yield _event({"type": "video_generation.completed", "b64_json": gif, "frames": len(frames),
-                      "mime_type": "image/gif", "created_at": created}, "video_generation.completed")  # fmt: skip
-    except APIError as err:  # a later window refused (a full queue): the stream is open, so an error event
-        yield _event(err.body(), "error")
-    except Cancelled:
-        yield _event(error_body(503, "the request was cancelled"), "error")
-    except Exception:
-        log.exception("video stream failed")
-        yield _event(error_body(500, "generation failed; see the server log"), "error")
-    finally:
-        if not sub.future.done():
-            server.metrics.cancelled()
-        sub.cancel()
+    for k in range(windows):
+        if k:  # each window reads the frames made before it
+            job = await run_in_threadpool(tasks.window_job, pipe, plan, k, made)
+            subs.append(_submit_window(server, job))
+        sub = subs[-1]
+        async for _ in sub.events():
+            done += 1
+            progress = {"type": "video_generation.progress", "latent_frames_done": done, "latent_frames": total,
+                        "window": k, "windows": windows}  # fmt: skip
+            yield _event(progress, "video_generation.progress")
+        made.append(await run_in_threadpool(tasks.finish_video, pipe, job, await sub.result()))
+        if k < windows - 1:
+            frames = clip()
+            gif = await run_in_threadpool(media.gif_base64, frames, plan.fps)
+            yield _event({"type": "video_generation.partial_video", "partial_video_index": k, "b64_json": gif,
+                          "frames": len(frames), "mime_type": "image/gif", "created_at": created},
+                         "video_generation.partial_video")  # fmt: skip
+    frames = clip()
+    gif = await run_in_threadpool(media.gif_base64, frames, plan.fps)
+    yield _event({"type": "video_generation.completed", "b64_json": gif, "frames": len(frames),
+                  "mime_type": "image/gif", "created_at": created}, "video_generation.completed")  # fmt: skip
 
 
 async def _chat_chunks(server: Server, sub: Submission, job: tasks.ChatJob, body, model: str, reply_id: str
@@ -399,30 +403,20 @@ async def _chat_chunks(server: Server, sub: Submission, job: tasks.ChatJob, body
                        "choices": [choice]})  # fmt: skip
 
     sent = ""
-    try:
-        yield chunk({"role": "assistant", "content": ""})
-        async for done, _total, _token in sub.events():
-            text = tasks.answer_text(pipe, sub.ticket.tokens[:done])
-            if text.startswith(sent) and len(text) > len(sent) and not text.endswith("\ufffd"):
-                yield chunk({"content": text[len(sent) :]})
-                sent = text
-        tokens = await sub.result()
-        final = tasks.answer_text(pipe, tokens)
-        if final.startswith(sent) and len(final) > len(sent):
-            yield chunk({"content": final[len(sent) :]})
-        yield chunk({}, sub.ticket.finish_reason or "stop")
-        if body.stream_options is not None and body.stream_options.include_usage:
-            usage = {"prompt_tokens": job.prompt_tokens, "completion_tokens": len(tokens),
-                     "total_tokens": job.prompt_tokens + len(tokens)}  # fmt: skip
-            yield _event({"id": reply_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                          "choices": [], "usage": usage})  # fmt: skip
-        yield _event("[DONE]")
-    except Cancelled:
-        yield _event(error_body(503, "the request was cancelled"))
-    except Exception:
-        log.exception("chat stream failed")
-        yield _event(error_body(500, "generation failed; see the server log"))
-    finally:
-        if not sub.future.done():
-            server.metrics.cancelled()
-        sub.cancel()
+    yield chunk({"role": "assistant", "content": ""})
+    async for done, _total, _token in sub.events():
+        text = tasks.answer_text(pipe, sub.ticket.tokens[:done])
+        if text.startswith(sent) and len(text) > len(sent) and not text.endswith("\ufffd"):
+            yield chunk({"content": text[len(sent) :]})
+            sent = text
+    tokens = await sub.result()
+    final = tasks.answer_text(pipe, tokens)
+    if final.startswith(sent) and len(final) > len(sent):
+        yield chunk({"content": final[len(sent) :]})
+    yield chunk({}, sub.ticket.finish_reason or "stop")
+    if body.stream_options is not None and body.stream_options.include_usage:
+        usage = {"prompt_tokens": job.prompt_tokens, "completion_tokens": len(tokens),
+                 "total_tokens": job.prompt_tokens + len(tokens)}  # fmt: skip
+        yield _event({"id": reply_id, "object": "chat.completion.chunk", "created": created, "model": model,
+                      "choices": [], "usage": usage})  # fmt: skip
+    yield _event("[DONE]")

@@ -189,6 +189,30 @@ def test_video_stream_reports_each_latent_frame_each_window_and_the_same_clip(cl
         np.testing.assert_array_equal(got, final[: len(got)])
 
 
+def test_a_video_stream_that_fails_or_is_left_ends_its_requests(client, monkeypatch):
+    from emu3.serve import tasks
+
+    body = {"prompt": "a ball", "frames": 8, "size": "32x32", "seed": 4, "stream": True}
+
+    def broken(*_args):
+        raise RuntimeError("decoder exploded")
+
+    # A failure after the 200 went out: an error event, and nothing left running.
+    with monkeypatch.context() as patch:
+        patch.setattr(tasks, "finish_video", broken)
+        with client.stream("POST", "/v1/videos/generations", json=body) as r:
+            events = _events(r)
+    assert [n for n, _ in events][-1] == "error" and "video_generation.completed" not in [n for n, _ in events]
+    assert json.loads(events[-1][1])["error"]["type"] == "server_error"
+    _wait_until(lambda: client.get("/health").json()["rows_in_use"] == 0)
+    # The client leaves after the first latent frame: the window it was in is cancelled.
+    cancelled = _metric(client, "emu3_requests_cancelled_total")
+    with client.stream("POST", "/v1/videos/generations", json=body) as r:
+        next(line for line in r.iter_lines() if line.startswith("data: "))
+    _wait_until(lambda: _metric(client, "emu3_requests_cancelled_total") == cancelled + 1)
+    _wait_until(lambda: client.get("/health").json()["rows_in_use"] == 0)
+
+
 # ---------------------------------------------------------------- auth, limits, errors
 
 
