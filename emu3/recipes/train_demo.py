@@ -673,17 +673,9 @@ def _score(s: dict[str, float]) -> float:
 def export_chat(src: Path, model_dir: Path, cfg: DemoConfig) -> Path:
     """The understanding model `src` into `model_dir`/chat: its bf16 decoder and tokenizer, no vision
     tokenizer (its pipeline defaults point at the parent's, which it was trained with)."""
-    from emu3.convert.decoder import load_decoder, save_decoder
-    from emu3.tokens.text import load_text_tokenizer
-
     dst = Path(model_dir) / CHAT_FOLDER
-    tok = load_text_tokenizer(src)
-    s = tok.special
-    save_decoder(load_decoder(src, dtype=torch.float32), dst, bos_id=s.bos, eos_id=s.eos, pad_id=s.pad,
-                 dtype=torch.bfloat16)  # fmt: skip
-    tok.save(dst)
     asked = replace(cfg, question_first=True, question_twice=asks_twice(cfg)) if chat_asks_first(cfg) else cfg
-    _write_pipeline_defaults(dst, asked, vq_folder="..")
+    _save_bf16(src, dst, asked, with_vq=False)
     return dst
 
 
@@ -693,19 +685,28 @@ def _export(src: Path, dst: Path, cfg: DemoConfig) -> None:
     tokenizer's codes on 200 scenes) and its pixel decoder is stored in bf16 (decoded pixels moved by
     0.0007 on average, 0.021 at most, on a -1..1 scale), which leaves room for an understanding model in the
     30 MB budget."""
+    _save_bf16(src, dst, cfg, with_vq=True)
+
+
+def _save_bf16(src: Path, dst: Path, cfg: DemoConfig, *, with_vq: bool) -> None:
+    """The decoder of `src` in bf16, its tokenizer and generation defaults into `dst`; `with_vq`: also
+    its vision tokenizer (pixel decoder in bf16) and the vocabulary map, else the defaults point at the
+    parent folder's vision tokenizer."""
     from emu3.convert.decoder import load_decoder, save_decoder, vocabulary_map
     from emu3.convert.vq import load_vision_tokenizer, vq_config_to_hf, vq_state_dict_to_hf
     from emu3.tokens.text import load_text_tokenizer
 
     tok = load_text_tokenizer(src)
-    decoder = load_decoder(src, dtype=torch.float32)
-    vq = load_vision_tokenizer(src)
     s = tok.special
-    names = {i: tok.special_name(i) for i in range(s.pad, s.visual_start)}
-    vq_state = {k: v.to(torch.bfloat16) if k.startswith("decoder.") and v.is_floating_point() else v
-                for k, v in vq_state_dict_to_hf(vq).items()}  # fmt: skip
-    save_decoder(decoder, dst, bos_id=s.bos, eos_id=s.eos, pad_id=s.pad, dtype=torch.bfloat16,
-                 vq_state=vq_state, vq_config=vq_config_to_hf(vq.cfg),
-                 vocabulary_map=vocabulary_map(names, s.visual_start, s.codebook_size))  # fmt: skip
+    extra = {}
+    if with_vq:
+        vq = load_vision_tokenizer(src)
+        names = {i: tok.special_name(i) for i in range(s.pad, s.visual_start)}
+        extra = {"vq_state": {k: v.to(torch.bfloat16) if k.startswith("decoder.") and v.is_floating_point() else v
+                              for k, v in vq_state_dict_to_hf(vq).items()},
+                 "vq_config": vq_config_to_hf(vq.cfg),
+                 "vocabulary_map": vocabulary_map(names, s.visual_start, s.codebook_size)}  # fmt: skip
+    save_decoder(load_decoder(src, dtype=torch.float32), dst, bos_id=s.bos, eos_id=s.eos, pad_id=s.pad,
+                 dtype=torch.bfloat16, **extra)  # fmt: skip
     tok.save(dst)
-    _write_pipeline_defaults(dst, cfg)
+    _write_pipeline_defaults(dst, cfg, vq_folder="" if with_vq else "..")
