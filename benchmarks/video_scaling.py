@@ -96,6 +96,7 @@ def main() -> None:
     p.add_argument("--vq-steps", type=int, default=400)
     p.add_argument("--vq-lr", type=float, default=5e-4)
     p.add_argument("--vq-tile-size", type=int, default=-1, help="tiles for the fine-tune (-1: the shipped 24; 0: none)")
+    p.add_argument("--vq-clips", type=int, default=800, help="distinct motion clips the fine-tune draws from")
     p.add_argument("--vq-codebook", type=int, default=0, help="widen the codebook to this many codes first (0: keep)")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch", type=int, default=32)
@@ -127,7 +128,7 @@ def main() -> None:
         tiles = base.vq.tile_size if a.vq_tile_size < 0 else a.vq_tile_size
         optim = replace(base.optim, lr=a.vq_lr, min_lr=a.vq_lr / 10, warmup_steps=20)
         vcfg = replace(base, out=str(vq_dir), init=str(init), steps=a.vq_steps, video_fraction=0.75, image_size=size,
-                       optim=optim, save_every=a.vq_steps, device=dev, eval_images=16,
+                       optim=optim, save_every=a.vq_steps, device=dev, eval_images=16, video_clips=a.vq_clips,
                        vq=replace(base.vq, tile_size=tiles))  # fmt: skip
         train_vq.main(vcfg)
         vq_model = vq_dir / "model"

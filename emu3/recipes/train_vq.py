@@ -54,6 +54,7 @@ class VQTrainConfig:
     image_size: int = 64
     video_fraction: float = 0.25
     clip_frames: int = 4  # frames per training clip: a multiple of the temporal factor (4)
+    video_clips: int = 800  # distinct motion clips drawn from (world data), made once at the start
     batch_size: int = 16
     steps: int = 1000
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, min_lr=1e-4, warmup_steps=50,
@@ -78,6 +79,8 @@ class VQTrainConfig:
 
     def __post_init__(self) -> None:
         # Every batch keeps at least one image: the losses, the locality term and the critic read them.
+        if self.video_fraction > 0 and self.video_clips < 1:
+            raise ValueError(f"video_clips must be at least 1 when video_fraction > 0, got {self.video_clips}")
         clips = round(self.batch_size * self.video_fraction)
         if not 0.0 <= self.video_fraction <= 1.0 or (self.video_fraction > 0 and clips >= self.batch_size):
             raise ValueError(
@@ -170,7 +173,8 @@ def main(cfg: VQTrainConfig) -> Path:
         raise ValueError(f"clip_frames must be a positive multiple of {factor}, got {cfg.clip_frames}")
     if cfg.data == "world":
         images = _world_images(4000, cfg.image_size, cfg.seed)
-        clips = _video_clips(800, cfg.image_size, cfg.seed, cfg.clip_frames) if cfg.video_fraction > 0 else []
+        wanted = cfg.video_clips if cfg.video_fraction > 0 else 0
+        clips = _video_clips(wanted, cfg.image_size, cfg.seed, cfg.clip_frames)
     else:
         images, clips = _folder_images(Path(cfg.data), cfg.image_size), []
     rng.shuffle(images)

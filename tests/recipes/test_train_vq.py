@@ -59,14 +59,15 @@ def test_train_vq_with_the_patch_gan_resumes_exactly(tmp_path):
     assert load_vision_tokenizer(folder).cfg.codebook_size == 256  # the exported tokenizer has no critic
 
 
-def test_train_vq_takes_longer_clips_and_rejects_ragged_ones(tmp_path):
+def test_train_vq_takes_longer_clips_and_rejects_ragged_ones(tmp_path, capsys):
     args = ["steps=2", "image_size=32", "batch_size=4", "log_every=1000", "restart_every=0", "eval_images=4",
-            "save_every=2", "video_fraction=0.5"]  # fmt: skip
+            "save_every=2", "video_fraction=0.5", "video_clips=3"]  # fmt: skip
     with pytest.raises(ValueError, match="clip_frames must be a positive multiple of 4"):
         main(load(VQTrainConfig, "configs/train_vq/tiny.yaml", [f"out={tmp_path / 'bad'}", *args, "clip_frames=6"]))
     assert not (tmp_path / "bad").exists()  # refused before anything was written
     folder = main(load(VQTrainConfig, "configs/train_vq/tiny.yaml", [f"out={tmp_path / 'ok'}", *args, "clip_frames=8"]))
     assert load_vision_tokenizer(folder).cfg.codebook_size == 256
+    assert " 3 clips;" in capsys.readouterr().out  # drawn from `video_clips` distinct clips
 
 
 def test_train_vq_with_the_locality_loss_logs_it_and_resumes_exactly(tmp_path):
@@ -100,3 +101,5 @@ def test_train_vq_refuses_a_video_fraction_that_leaves_no_image(fraction):
     with pytest.raises(ValueError, match="leaves no image in a batch of 16"):
         VQTrainConfig(batch_size=16, video_fraction=fraction)
     assert VQTrainConfig(batch_size=16, video_fraction=0.94).video_fraction == 0.94  # 15 clips, one image
+    with pytest.raises(ValueError, match="video_clips must be at least 1"):
+        VQTrainConfig(video_fraction=0.25, video_clips=0)
