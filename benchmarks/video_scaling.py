@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -44,20 +45,22 @@ from emu3.worlds import data, motion
 
 
 def round_trip_floor(vq, n: int, size: int, device: str, given: int = 8, total: int = 16) -> dict:
-    """Clips of `total` frames encoded and decoded; frames given.. scored against the physics."""
-    rng = __import__("random").Random(world_eval.EVAL_SEED_OFFSET + 40_000)  # the extension eval's motions
-    errors, found = [], []
+    """`emu3 eval`'s tokenizer floor (world.tokenizer_floor) on the video-extension eval's first `n`
+    motions, for a bare vision tokenizer: clips of `total` frames, scored after the first `given`."""
+    from emu3.vision.image_io import to_pixels, to_uint8  # noqa: PLC0415
+
+    @torch.inference_mode()
+    def round_trip(frames: np.ndarray) -> np.ndarray:  # as Pipeline.encode_video / decode_video do
+        pixels = torch.stack([to_pixels(f, vq.cfg.pixel_multiple) for f in frames])[None].to(device)
+        return np.stack([to_uint8(f) for f in vq.decode_video(vq.encode_video(pixels))[0]])
+
+    rng = random.Random(world_eval.EVAL_SEED_OFFSET + 40_000)  # the extension eval's motions
+    scores = []
     for _ in range(n):
         m = motion.sample_motion(rng, size)
-        clip = motion.render_video(m, total)
-        x = torch.from_numpy(clip).float().div(127.5).sub(1).permute(0, 3, 1, 2)[None].to(device)
-        with torch.inference_mode():
-            back = vq.decode_video(vq.encode_video(x))
-        out = back[0].permute(0, 2, 3, 1).add(1).mul(127.5).clamp(0, 255).round().byte().cpu().numpy()
-        s = motion.score_video(out[given:], m, first_frame=given)
-        errors.append(s["error_px"])
-        found.append(s["found"])
-    return {"error_px": float(np.mean(errors)), "found": float(np.mean(found)), "n": n}
+        scores.append(world_eval.tokenizer_floor(round_trip, motion.render_video(m, total), m, given))
+    return {"error_px": float(np.mean([s["error_px"] for s in scores])),
+            "found": float(np.mean([s["found"] for s in scores])), "n": n}  # fmt: skip
 
 
 def widened(folder: Path, codebook: int, out: Path) -> Path:

@@ -222,6 +222,14 @@ def video(pipe: Pipeline, n: int = 6, seed: int = 0, frames: int | None = None) 
     return {"error_px": float(np.mean(errors)), "found": float(np.mean(found)), "items": errors, "examples": examples}
 
 
+def tokenizer_floor(round_trip: Callable[[np.ndarray], np.ndarray], truth: np.ndarray, m: motion.Motion,
+                    given: int) -> dict[str, float]:  # fmt: skip
+    """The true clip `truth` of motion `m` through a vision tokenizer (`round_trip`: frames encoded and
+    decoded), scored after its first `given` frames. Codes that a decoder predicted perfectly would decode
+    to this, so no model extends `given` frames better than its tokenizer's round trip."""
+    return motion.score_video(round_trip(truth)[given:], m, first_frame=given)
+
+
 def video_extension(pipe: Pipeline, n: int = 6, seed: int = 0, given: int = 8, new_frames: int = 2) -> dict:
     rng = random.Random(EVAL_SEED_OFFSET + 40_000 + seed)
     t = pipe.vq.cfg.temporal_downsample_factor
@@ -229,17 +237,15 @@ def video_extension(pipe: Pipeline, n: int = 6, seed: int = 0, given: int = 8, n
     floor, floor_found = [], []
     for i in range(n):
         m = motion.sample_motion(rng, _side(pipe))
-        clip = motion.render_video(m, given)
+        truth = motion.render_video(m, given + new_frames * t)  # the given frames, then what should follow
+        clip = truth[:given]
         out = pipe.extend_video(clip, m.caption(), new_frames=new_frames, seed=seed + i)
         new = out[given:]
         errors.append(motion.score_video(new, m, first_frame=given)["error_px"])
         # Baseline: a frozen world (repeat the last given frame).
         still = np.repeat(clip[-1:], new_frames * t, axis=0)
         baseline.append(motion.score_video(still, m, first_frame=given)["error_px"])
-        # Floor: the true clip encoded and decoded, scored on the same frames. Codes that the decoder
-        # predicted perfectly would decode to this, so no model beats its tokenizer's round trip.
-        truth = motion.render_video(m, given + new_frames * t)
-        s = motion.score_video(pipe.decode_video(pipe.encode_video(truth))[given:], m, first_frame=given)
+        s = tokenizer_floor(lambda x: pipe.decode_video(pipe.encode_video(x)), truth, m, given)
         floor.append(s["error_px"])
         floor_found.append(s["found"])
         if len(examples) < 3:

@@ -78,9 +78,9 @@ class VQTrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        # Every batch keeps at least one image: the losses, the locality term and the critic read them.
         if self.video_fraction > 0 and self.video_clips < 1:
             raise ValueError(f"video_clips must be at least 1 when video_fraction > 0, got {self.video_clips}")
+        # Every batch keeps at least one image: the losses, the locality term and the critic read them.
         clips = round(self.batch_size * self.video_fraction)
         if not 0.0 <= self.video_fraction <= 1.0 or (self.video_fraction > 0 and clips >= self.batch_size):
             raise ValueError(

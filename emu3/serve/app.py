@@ -258,7 +258,7 @@ def _add_routes(app: FastAPI, server: Server) -> None:
             job = await run_in_threadpool(tasks.window_job, pipe, plan, k, made)
             (tokens,) = await server.wait(http, server.submit([job.request]))
             made.append(await run_in_threadpool(tasks.finish_video, pipe, job, tokens))
-        frames = np.concatenate([f for f in (plan.given, *made) if f is not None])
+        frames = tasks.clip_so_far(plan, made)
         gif = await run_in_threadpool(media.gif_base64, frames, plan.fps)
         return {"created": int(time.time()), "data": [{"b64_json": gif, "frames": len(frames)}]}
 
@@ -365,9 +365,6 @@ async def _video_events(server: Server, plan: tasks.VideoPlan, job: tasks.VideoJ
     created, made, done = int(time.time()), [], 0
     total = sum(new for _ctx, new in plan.windows)
 
-    def clip() -> np.ndarray:
-        return np.concatenate([f for f in (plan.given, *made) if f is not None])
-
     for k in range(windows):
         if k:  # each window reads the frames made before it
             job = await run_in_threadpool(tasks.window_job, pipe, plan, k, made)
@@ -380,12 +377,12 @@ async def _video_events(server: Server, plan: tasks.VideoPlan, job: tasks.VideoJ
             yield _event(progress, "video_generation.progress")
         made.append(await run_in_threadpool(tasks.finish_video, pipe, job, await sub.result()))
         if k < windows - 1:
-            frames = clip()
+            frames = tasks.clip_so_far(plan, made)
             gif = await run_in_threadpool(media.gif_base64, frames, plan.fps)
             yield _event({"type": "video_generation.partial_video", "partial_video_index": k, "b64_json": gif,
                           "frames": len(frames), "mime_type": "image/gif", "created_at": created},
                          "video_generation.partial_video")  # fmt: skip
-    frames = clip()
+    frames = tasks.clip_so_far(plan, made)
     gif = await run_in_threadpool(media.gif_base64, frames, plan.fps)
     yield _event({"type": "video_generation.completed", "b64_json": gif, "frames": len(frames),
                   "mime_type": "image/gif", "created_at": created}, "video_generation.completed")  # fmt: skip

@@ -220,14 +220,18 @@ def plan_video(pipe: Pipeline, limits: Limits, body: VideoGenerationRequest, max
                      _sampling(pipe.cfg.sampling(), body), body.seed, body.fps, given)  # fmt: skip
 
 
+def clip_so_far(plan: VideoPlan, made: list[np.ndarray]) -> np.ndarray:
+    """The given frames (if any), then the new frames of the windows `made` so far."""
+    return np.concatenate([f for f in (plan.given, *made) if f is not None])
+
+
 @torch.inference_mode()
 def window_job(pipe: Pipeline, plan: VideoPlan, k: int, made: list[np.ndarray]) -> VideoJob:
     """Window k of `plan`: its context frames are the latest of the given frames and the new ones `made`
     by the windows before it (re-encoded from pixels, as the pipeline does); seeded with seed + k."""
     ctx, new = plan.windows[k]
     (h, w), t = plan.size, pipe.vq.cfg.temporal_downsample_factor
-    frames = [f for f in (plan.given, *made) if f is not None]
-    prefix = pipe.video_context(np.concatenate(frames)[-ctx * t :] if ctx else None, new, h, w)
+    prefix = pipe.video_context(clip_so_far(plan, made)[-ctx * t :] if ctx else None, new, h, w)
     guided = plan.guidance != 1.0
     request = Request(plan.text + prefix, video_plan(new, h, w, *_grid_ids(pipe)), sampling=plan.sampling,
                       guidance=plan.guidance, negative_prompt=plan.negative + prefix if guided else None,
