@@ -1,4 +1,5 @@
-"""The demo page in headless Chromium: type a prompt, watch the image arrive, chat about an uploaded image.
+"""The demo page in headless Chromium: type a prompt, watch the image arrive, chat about an uploaded image,
+make a clip in windows and extend an uploaded one.
 
 Chromium is driven through chromedriver's W3C WebDriver HTTP API with plain httpx calls (no Selenium).
 Everything stays on 127.0.0.1; the browser starts with a fresh profile and no background networking.
@@ -38,6 +39,7 @@ FLAGS = [
     "--window-size=1100,760",
 ]
 STATUS_DONE = "const s = document.getElementById('status').textContent; return /^(done|error)/.test(s) ? s : null"
+VSTATUS_DONE = "const s = document.getElementById('vstatus').textContent; return /^(done|error)/.test(s) ? s : null"
 LAST_ANSWER = (
     "const m = document.querySelectorAll('#log .msg');"
     "return document.getElementById('ask').disabled ? null : m[m.length - 1].textContent"
@@ -142,6 +144,40 @@ def test_page_generates_an_image_and_chats_about_an_upload(browser, open_url, tm
     browser.screenshot(out / "serve_page_chat.png")
     darkest, brightest = Image.open(shot).convert("L").getextrema()
     assert Image.open(shot).size[0] >= 800 and brightest - darkest > 100  # a rendered page, not a blank
+
+
+def test_page_streams_a_clip_in_windows_then_extends_an_uploaded_one(browser, open_url, pipe, tmp_path):
+    from emu3.serve import media
+
+    out = Path(os.environ.get("EMU3_SCREENSHOT_DIR", tmp_path))
+    browser.cmd("POST", "/url", {"url": f"{open_url}/"})
+    body = {"prompt": "a ball", "frames": 8, "size": "32x32", "seed": 4}  # more than one window holds
+    for css, value in (("#vprompt", "a ball"), ("#vframes", "8"), ("#vsize", "32x32"), ("#vseed", "4")):
+        browser.type(css, value)
+    browser.click("#vdraw")
+    status = browser.wait_for(VSTATUS_DONE, timeout=60)
+    t = pipe.vq.cfg.temporal_downsample_factor
+    assert status == f"done ({8 * t} frames)", status
+    assert browser.js("return document.getElementById('vbar').value") == 1
+    assert int(browser.js("return document.getElementById('clip').dataset.partials")) >= 1  # clips between windows
+    src = browser.js("return document.getElementById('clip').src")
+    prefix = "data:image/gif;base64,"
+    assert src.startswith(prefix)
+    shown = media.read_gif(base64.b64decode(src[len(prefix) :]))
+    plain = httpx.post(f"{open_url}/v1/videos/generations", json=body, timeout=120).json()["data"][0]["b64_json"]
+    np.testing.assert_array_equal(shown, media.read_gif(base64.b64decode(plain)))  # the page shows the API's clip
+    browser.screenshot(out / "serve_page_video.png")
+
+    given = tmp_path / "given.gif"
+    given.write_bytes(base64.b64decode(src[len(prefix) :]))
+    browser.cmd("POST", f"/element/{browser.find('#vfile')}/value", {"text": str(given)})
+    browser.wait_for("return document.getElementById('vthumb').style.display === 'inline'")
+    browser.type("#vframes", "1")
+    browser.click("#vdraw")
+    status = browser.wait_for(VSTATUS_DONE, timeout=60)
+    assert status == f"done ({9 * t} frames)", status
+    longer = browser.js("return document.getElementById('clip').src")
+    np.testing.assert_array_equal(media.read_gif(base64.b64decode(longer[len(prefix) :]))[: len(shown)], shown)
 
 
 def _free_port() -> int:
