@@ -1,0 +1,172 @@
+"""Two more sources of DPO pairs, tried from the generation model: branches of one sample, and the scene.
+
+    PYTHONPATH=. python benchmarks/dpo_pair_sources.py --model runs/demo/gen/model [--seed 7 --n 1000]
+
+The README's DPO section found that DPO on two independent samples of a prompt, ranked by the checker,
+lowers text-to-image: the two images differ from their first differing code on, and the model cannot
+tell the two bindings apart. These sources change what a pair holds:
+
+- branches: for each of `--branch-prompts` scenes of 2-3 objects, one sample (the trunk) and
+  `--branches` samples that continue the trunk from the code row where a row of the 3x3 layout starts
+  (3 or 6, drawn at random). The trunk and its branches share every token before that row, so a pair
+  differs only after it, and its labels start there (the shared rows are part of the prompt). Every two
+  of a group whose ranking scores differ by 0.2 make a pair, as in train-demo.
+- truth: for each of `--truth-prompts` 3-object scenes (where the model fails most), two samples; the
+  first one the checker marks wrong is rejected, and the scene itself, drawn and encoded by the model's
+  own vision tokenizer, is chosen: the kind of image the model was fine-tuned on (like SPIN, Chen et al.
+  2024, with only wrong samples rejected). Trained twice: every token, and only the differing ones.
+
+Each is trained as train-demo's DPO stage trains (one pass, 8 pairs a step, learning rate 5e-6, beta 0.1,
+NLL weight 0.2; fp32 here) from `--model`, and scored on text-to-image at the model's sampling, paired
+against `--model` on the same prompts and seeds. Sampling seeds are fixed, so a rerun gives the same pairs.
+Writes benchmarks/results/dpo_pair_sources.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from emu3.data.shards import Corpus, Example, write_shard
+from emu3.eval import world
+from emu3.eval.stats import mean_se, paired_difference
+from emu3.generate.constraints import image_plan
+from emu3.generate.pipeline import Pipeline
+from emu3.recipes import dpo
+from emu3.recipes.train_demo import DemoConfig, dpo_config, ranked_pairs, scene_score
+from emu3.tokens import format as fmt
+from emu3.tokens import templates
+from emu3.worlds import checker, shapes
+
+BATCH = 8  # prompts sampled together
+
+
+def _labelled(ids: list[int], keep: int, kind: str) -> Example:
+    """A pair member whose first `keep` tokens are prompt (no loss, no margin)."""
+    return Example(ids, [-100] * keep + ids[keep:], kind)
+
+
+def branch_pairs(pipe: Pipeline, prompts: int, branches: int, rows: tuple[int, ...], out: Path) -> dict:
+    h, w = pipe.latent_size()
+    rng = random.Random(4242)
+    scenes = []
+    while len(scenes) < prompts:
+        scene = shapes.sample_scene(rng)
+        if len(scene.objects) >= 2:
+            scenes.append(scene)
+    captions = [shapes.caption(s, rng) for s in scenes]
+    guidance, sampling = pipe.cfg.for_prompt(captions[0])
+    plan = image_plan(h, w, *pipe._grid_ids())
+    negative = templates.t2i_negative_prompt(h, w, pipe.tok, pipe.cfg.negative_prompt)
+    cond = [templates.t2i_prompt(c, h, w, pipe.tok, positive_suffix=pipe.cfg.positive_suffix) for c in captions]
+    plain = [templates.t2i_prompt(c, h, w, pipe.tok, positive_suffix="") for c in captions]  # as pairs hold them
+    prefix = fmt.image_prefix(h, w, pipe.tok)
+
+    def sample(rows_, negatives, plans, seed):
+        out_ = pipe.generator.generate(rows_, plans, negative_prompts=negatives, guidance=guidance,
+                                       sampling=sampling, seed=seed)  # fmt: skip
+        return [r[: int(n)].tolist() for r, n in zip(out_.tokens, out_.lengths, strict=True)]
+
+    def score(i, generated):
+        codes = pipe._parse_vision(prefix, generated, fmt.Image)
+        return scene_score(scenes[i], pipe.decode_images(codes[None])[0])
+
+    pairs, mixed = [], 0
+    for start in range(0, prompts, BATCH):
+        idx = list(range(start, min(prompts, start + BATCH)))
+        trunks = dict(zip(idx, sample([cond[i] for i in idx], [negative] * len(idx), [plan] * len(idx),
+                                      1000 + start), strict=True))  # fmt: skip
+        cut = {i: rng.choice(rows) * (w + 1) for i in idx}  # tokens of the trunk every branch keeps
+        owner = [i for i in idx for _ in range(branches)]
+        grown = sample([cond[i] + trunks[i][: cut[i]] for i in owner], [negative + trunks[i][: cut[i]] for i in owner],
+                       [plan[cut[i] :] for i in owner], 5000 + start)  # fmt: skip
+        for i in idx:
+            group = [trunks[i]] + [trunks[i][: cut[i]] + g for g, o in zip(grown, owner, strict=True) if o == i]
+            ranked = ranked_pairs([score(i, g) for g in group])
+            mixed += bool(ranked)
+            for better, worse in ranked:
+                for g, kind in ((group[better], "chosen"), (group[worse], "rejected")):
+                    pairs.append(_labelled(plain[i] + g, len(plain[i]) + cut[i], kind))
+    write_shard(out, "pairs", pairs)
+    return {"pairs": len(pairs) // 2, "prompts": prompts, "prompts_with_pairs": mixed}
+
+
+def truth_pairs(pipe: Pipeline, prompts: int, samples: int, out: Path) -> dict:
+    h, w = pipe.latent_size()
+    rng = random.Random(9090)
+    scenes = [shapes.sample_scene(rng, n_objects=3) for _ in range(prompts)]
+    captions = [shapes.caption(s, rng) for s in scenes]
+    pairs, wrong_samples = [], 0
+    for start in range(0, prompts, BATCH):
+        idx = list(range(start, min(prompts, start + BATCH)))
+        codes = pipe.text_to_image_codes([captions[i] for i in idx], num_images=samples, seed=3000 + start)
+        images = pipe.decode_images(codes)
+        truth = pipe.encode_images([shapes.render(scenes[i], pipe.cfg.image_size[0]) for i in idx])
+        for j, i in enumerate(idx):
+            group = range(j * samples, (j + 1) * samples)
+            wrong = [q for q in group if checker.score_image(images[q], scenes[i])["overall"] < 1]
+            wrong_samples += len(wrong)
+            if wrong:
+                keep = len(templates.t2i_prompt(captions[i], h, w, pipe.tok, positive_suffix=""))
+                for c, kind in ((truth[j], "chosen"), (codes[wrong[0]], "rejected")):
+                    pairs.append(_labelled(templates.caption_then_image(captions[i], c, pipe.tok), keep, kind))
+    write_shard(out, "pairs", pairs)
+    return {"pairs": len(pairs) // 2, "prompts": prompts, "samples": prompts * samples, "wrong_samples": wrong_samples}
+
+
+def train(model: Path, prefs: Path, out: Path, masked: bool) -> Path:
+    """train-demo's DPO stage from `model`, in fp32."""
+    if not (out / "model" / "config.json").exists():
+        cfg = dpo_config(DemoConfig(dpo_mask_shared=masked), model, prefs, out)
+        dpo.main(replace(cfg, bf16=False, vq=str(model)))
+    return out / "model"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", required=True, help="the model to start from (train-demo's gen/model)")
+    p.add_argument("--out", default="runs/dpo_pair_sources")
+    p.add_argument("--seed", type=int, default=7, help="evaluation seed")
+    p.add_argument("--n", type=int, default=1000, help="text-to-image prompts")
+    p.add_argument("--branch-prompts", type=int, default=800)
+    p.add_argument("--branches", type=int, default=6)
+    p.add_argument("--truth-prompts", type=int, default=1600)
+    p.add_argument("--output", default="benchmarks/results/dpo_pair_sources.json")
+    args = p.parse_args()
+    model, out, started = Path(args.model), Path(args.out), time.perf_counter()
+    pipe = Pipeline.load(model)
+    sources = {}
+    for name, make in (("branches", lambda o: branch_pairs(pipe, args.branch_prompts, args.branches, (3, 6), o)),
+                       ("truth", lambda o: truth_pairs(pipe, args.truth_prompts, 2, o))):  # fmt: skip
+        folder = out / f"prefs_{name}"
+        if not (folder / "meta.json").exists():
+            sources[name] = make(folder)
+            print(name, sources[name], flush=True)
+        sources.setdefault(name, {"pairs": len(Corpus(folder)) // 2})
+    base = world.text_to_image(pipe, n=args.n, seed=args.seed)
+    rows = [{"model": "start", "overall": base["overall"], "se": mean_se(base["items"])[1],
+             "by_objects": base["by_objects"]}]  # fmt: skip
+    print(f"start: {base['overall']:.4f} {base['by_objects']}", flush=True)
+    for name, source, masked in (("branches", "branches", False), ("truth", "truth", False),
+                                 ("truth, differing tokens", "truth", True)):  # fmt: skip
+        folder = train(model, out / f"prefs_{source}", out / name.replace(", ", "_").replace(" ", "_"), masked)
+        r = world.text_to_image(Pipeline.load(folder), n=args.n, seed=args.seed)
+        d = paired_difference(r["items"], base["items"])
+        rows.append({"model": name, "pairs": sources[source]["pairs"], "mask_shared": masked,
+                     "overall": r["overall"], "se": mean_se(r["items"])[1], "by_objects": r["by_objects"],
+                     "minus_start": d})  # fmt: skip
+        print(f"{name}: {r['overall']:.4f}, - start {d['difference']:+.4f} (2 SE {2 * d['se']:.4f}) "
+              f"{r['by_objects']}", flush=True)  # fmt: skip
+    result = {"benchmark": "dpo_pair_sources", "model": str(model), "eval_seed": args.seed, "prompts": args.n,
+              "sources": sources, "rows": rows, "minutes": round((time.perf_counter() - started) / 60, 1)}  # fmt: skip
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(result, indent=1) + "\n")
+    print(f"written {args.output}")
+
+
+if __name__ == "__main__":
+    main()
