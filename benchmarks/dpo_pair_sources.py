@@ -10,7 +10,8 @@ tell the two bindings apart. These sources change what a pair holds:
   `--branches` samples that continue the trunk from the code row where a row of the 3x3 layout starts
   (3 or 6, drawn at random). The trunk and its branches share every token before that row, so a pair
   differs only after it, and its labels start there (the shared rows are part of the prompt). Every two
-  of a group whose ranking scores differ by 0.2 make a pair, as in train-demo.
+  of a group whose ranking scores differ by 0.2 make a pair, as in train-demo. `--branch-rows` picks
+  other rows to branch at.
 - truth: for each of `--truth-prompts` 3-object scenes (where the model fails most), two samples; the
   first one the checker marks wrong is rejected, and the scene itself, drawn and encoded by the model's
   own vision tokenizer, is chosen: the kind of image the model was fine-tuned on (like SPIN, Chen et al.
@@ -134,15 +135,22 @@ def main() -> None:
     p.add_argument("--n", type=int, default=1000, help="text-to-image prompts")
     p.add_argument("--branch-prompts", type=int, default=800)
     p.add_argument("--branches", type=int, default=6)
+    p.add_argument("--branch-rows", default="3,6", help="code rows a branch may start at (drawn at random)")
     p.add_argument("--truth-prompts", type=int, default=1600)
+    p.add_argument("--sources", default="branches,truth", help="which sources to train on")
     p.add_argument("--output", default="benchmarks/results/dpo_pair_sources.json")
     args = p.parse_args()
     model, out, started = Path(args.model), Path(args.out), time.perf_counter()
-    pipe = Pipeline.load(model)
+    rows_at, chosen = tuple(int(r) for r in args.branch_rows.split(",")), args.sources.split(",")
     sources = {}
-    for name, make in (("branches", lambda o: branch_pairs(pipe, args.branch_prompts, args.branches, (3, 6), o)),
-                       ("truth", lambda o: truth_pairs(pipe, args.truth_prompts, 2, o))):  # fmt: skip
-        folder = out / f"prefs_{name}"
+    makers = {"branches": lambda o: branch_pairs(pipe, args.branch_prompts, args.branches, rows_at, o),
+              "truth": lambda o: truth_pairs(pipe, args.truth_prompts, 2, o)}  # fmt: skip
+    if unknown := set(chosen) - set(makers):
+        p.error(f"unknown sources {sorted(unknown)}; choose from {sorted(makers)}")
+    pipe = Pipeline.load(model)
+    tag = {"branches": "branches_rows" + "-".join(map(str, rows_at)), "truth": "truth"}  # cached pairs' folders
+    for name, make in ((n, makers[n]) for n in chosen):
+        folder = out / f"prefs_{tag[name]}"
         if not (folder / "meta.json").exists():
             sources[name] = make(folder)
             print(name, sources[name], flush=True)
@@ -151,9 +159,9 @@ def main() -> None:
     rows = [{"model": "start", "overall": base["overall"], "se": mean_se(base["items"])[1],
              "by_objects": base["by_objects"]}]  # fmt: skip
     print(f"start: {base['overall']:.4f} {base['by_objects']}", flush=True)
-    for name, source, masked in (("branches", "branches", False), ("truth", "truth", False),
-                                 ("truth, differing tokens", "truth", True)):  # fmt: skip
-        folder = train(model, out / f"prefs_{source}", out / name.replace(", ", "_").replace(" ", "_"), masked)
+    variants = (("branches", "branches", False), ("truth", "truth", False), ("truth, differing tokens", "truth", True))
+    for name, source, masked in (v for v in variants if v[1] in chosen):
+        folder = train(model, out / f"prefs_{tag[source]}", out / (tag[source] + ("_masked" if masked else "")), masked)
         r = world.text_to_image(Pipeline.load(folder), n=args.n, seed=args.seed)
         d = paired_difference(r["items"], base["items"])
         rows.append({"model": name, "pairs": sources[source]["pairs"], "mask_shared": masked,
@@ -162,7 +170,8 @@ def main() -> None:
         print(f"{name}: {r['overall']:.4f}, - start {d['difference']:+.4f} (2 SE {2 * d['se']:.4f}) "
               f"{r['by_objects']}", flush=True)  # fmt: skip
     result = {"benchmark": "dpo_pair_sources", "model": str(model), "eval_seed": args.seed, "prompts": args.n,
-              "sources": sources, "rows": rows, "minutes": round((time.perf_counter() - started) / 60, 1)}  # fmt: skip
+              "branch_rows": rows_at, "sources": sources, "rows": rows,
+              "minutes": round((time.perf_counter() - started) / 60, 1)}  # fmt: skip
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(result, indent=1) + "\n")
     print(f"written {args.output}")
