@@ -32,6 +32,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import torch
+
 from emu3.data.shards import Corpus, Example, write_shard
 from emu3.eval import world
 from emu3.eval.stats import mean_se, paired_difference
@@ -72,9 +74,9 @@ def branch_pairs(pipe: Pipeline, prompts: int, branches: int, rows: tuple[int, .
                                        sampling=sampling, seed=seed)  # fmt: skip
         return [r[: int(n)].tolist() for r, n in zip(out_.tokens, out_.lengths, strict=True)]
 
-    def score(i, generated):
-        codes = pipe._parse_vision(prefix, generated, fmt.Image)
-        return scene_score(scenes[i], pipe.decode_images(codes[None])[0])
+    def scores(i, group):  # one decode for the group (pixels do not depend on the batch)
+        images = pipe.decode_images(torch.stack([pipe._parse_vision(prefix, g, fmt.Image) for g in group]))
+        return [scene_score(scenes[i], image) for image in images]
 
     pairs, mixed = [], 0
     for start in range(0, prompts, BATCH):
@@ -87,7 +89,7 @@ def branch_pairs(pipe: Pipeline, prompts: int, branches: int, rows: tuple[int, .
                        [plan[cut[i] :] for i in owner], 5000 + start)  # fmt: skip
         for i in idx:
             group = [trunks[i]] + [trunks[i][: cut[i]] + g for g, o in zip(grown, owner, strict=True) if o == i]
-            ranked = ranked_pairs([score(i, g) for g in group])
+            ranked = ranked_pairs(scores(i, group))
             mixed += bool(ranked)
             for better, worse in ranked:
                 for g, kind in ((group[better], "chosen"), (group[worse], "rejected")):

@@ -38,8 +38,14 @@ FLAGS = [
     "--disable-dev-shm-usage",
     "--window-size=1100,760",
 ]
-STATUS_DONE = "const s = document.getElementById('status').textContent; return /^(done|error)/.test(s) ? s : null"
-VSTATUS_DONE = "const s = document.getElementById('vstatus').textContent; return /^(done|error)/.test(s) ? s : null"
+GIF_URI = "data:image/gif;base64,"
+
+
+def finished(status_id: str) -> str:
+    """A script returning the status line `status_id` once it reads "done ..." or "error ...", else null."""
+    return f"const s = document.getElementById('{status_id}').textContent; return /^(done|error)/.test(s) ? s : null"
+
+
 LAST_ANSWER = (
     "const m = document.querySelectorAll('#log .msg');"
     "return document.getElementById('ask').disabled ? null : m[m.length - 1].textContent"
@@ -126,7 +132,7 @@ def test_page_generates_an_image_and_chats_about_an_upload(browser, open_url, tm
     browser.type("#prompt", "a green square")
     browser.type("#seed", "4")
     browser.click("#draw")
-    status = browser.wait_for(STATUS_DONE)
+    status = browser.wait_for(finished("status"))
     assert status.startswith("done"), status
     src = browser.js("return document.getElementById('canvas').src")
     assert src.startswith("data:image/png;base64,")
@@ -155,29 +161,33 @@ def test_page_streams_a_clip_in_windows_then_extends_an_uploaded_one(browser, op
     for css, value in (("#vprompt", "a ball"), ("#vframes", "8"), ("#vsize", "32x32"), ("#vseed", "4")):
         browser.type(css, value)
     browser.click("#vdraw")
-    status = browser.wait_for(VSTATUS_DONE, timeout=60)
+    status = browser.wait_for(finished("vstatus"), timeout=60)
     t = pipe.vq.cfg.temporal_downsample_factor
     assert status == f"done ({8 * t} frames)", status
     assert browser.js("return document.getElementById('vbar').value") == 1
     assert int(browser.js("return document.getElementById('clip').dataset.partials")) >= 1  # clips between windows
-    src = browser.js("return document.getElementById('clip').src")
-    prefix = "data:image/gif;base64,"
-    assert src.startswith(prefix)
-    shown = media.read_gif(base64.b64decode(src[len(prefix) :]))
+    gif = _shown_gif(browser)
+    shown = media.read_gif(gif)
     plain = httpx.post(f"{open_url}/v1/videos/generations", json=body, timeout=120).json()["data"][0]["b64_json"]
     np.testing.assert_array_equal(shown, media.read_gif(base64.b64decode(plain)))  # the page shows the API's clip
     browser.screenshot(out / "serve_page_video.png")
 
     given = tmp_path / "given.gif"
-    given.write_bytes(base64.b64decode(src[len(prefix) :]))
+    given.write_bytes(gif)
     browser.cmd("POST", f"/element/{browser.find('#vfile')}/value", {"text": str(given)})
     browser.wait_for("return document.getElementById('vthumb').style.display === 'inline'")
     browser.type("#vframes", "1")
     browser.click("#vdraw")
-    status = browser.wait_for(VSTATUS_DONE, timeout=60)
+    status = browser.wait_for(finished("vstatus"), timeout=60)
     assert status == f"done ({9 * t} frames)", status
-    longer = browser.js("return document.getElementById('clip').src")
-    np.testing.assert_array_equal(media.read_gif(base64.b64decode(longer[len(prefix) :]))[: len(shown)], shown)
+    np.testing.assert_array_equal(media.read_gif(_shown_gif(browser))[: len(shown)], shown)
+
+
+def _shown_gif(browser: Browser) -> bytes:
+    """The GIF the page's clip element shows (a data: URI)."""
+    src = browser.js("return document.getElementById('clip').src")
+    assert src.startswith(GIF_URI), src[:40]
+    return base64.b64decode(src[len(GIF_URI) :])
 
 
 def _free_port() -> int:
