@@ -7,7 +7,9 @@
 #
 # Writes to $OUT: gpu.txt, train.log, training_log.json (seconds per stage), eval.log and one
 # eval_<model>.json per checkpoint (the same prompts and seeds, so their items are paired).
-# TRAIN_LIMIT / EVAL_LIMIT (seconds) bound the two long steps. Runs with `python3` from the checkout
+# TRAIN_LIMIT / EVAL_LIMIT (seconds) bound the two long steps. TRAIN_ARGS adds train-demo overrides,
+# e.g. TRAIN_ARGS="vq_clip_frames=16 vq_tile_videos=false" for the video tokenizer (README, "Video").
+# Runs with `python3` from the checkout
 # (PYTHONPATH), so the machine needs torch, numpy, safetensors, tokenizers, tiktoken, regex, pillow,
 # pyyaml, tqdm and scikit-learn, not an install of this package.
 set -uo pipefail
@@ -29,8 +31,9 @@ echo "DPO check passed in $(($(date +%s) - start)) s"
 # 2. the shipped recipe (README: `emu3 train-demo chat_steps=500 chat_digit_weight=5`; the run in
 # benchmarks/results/gpu_h200 used the chat stage shipped before, 400 steps with the digits x3)
 start=$(date +%s)
+# shellcheck disable=SC2086  # TRAIN_ARGS is a list of key=value overrides, split on purpose
 timeout "${TRAIN_LIMIT:-400}" python3 -m emu3 train-demo out="$WORK/demo" chat_steps=500 chat_digit_weight=5 device=cuda \
-  >"$OUT/train.log" 2>&1
+  ${TRAIN_ARGS:-} >"$OUT/train.log" 2>&1
 echo "train-demo rc $? after $(($(date +%s) - start)) s"
 grep -E "^== |PSNR|pairs|written|min$" "$OUT/train.log" | tail -30
 cp "$WORK/demo/model/training_log.json" "$OUT/" 2>/dev/null

@@ -13,7 +13,10 @@ transformer (600 clips among 27,000 other examples). This measures both, on vide
 
     python benchmarks/video_scaling.py --device cuda --out /tmp/vs --clips 20000 --steps 4000 -o results.json
 
-`--vq-tile-size 0` fine-tunes the tokenizer without tiles, `--vq-codebook N` widens its codebook first.
+`--vq-tile-size 0` fine-tunes the tokenizer without tiles, `--vq-codebook N` widens its codebook first,
+`--vq-init FOLDER` starts from another tokenizer, `--vq-clip-frames` sets the training clips' length
+(16 since 2026-11-27: with 4, one latent frame, the later chunks of a clip are never trained; the
+floor's `chunks_alone` shows what each chunk would be worth on its own).
 Measured on one H200 (README, "Video: the tokenizer holds it back"): benchmarks/results/video_scaling_h200/.
 
 Writes JSON (each stage's seconds and scores) to -o after every stage, so a run stopped by a time
@@ -46,21 +49,35 @@ from emu3.worlds import data, motion
 
 def round_trip_floor(vq, n: int, size: int, device: str, given: int = 8, total: int = 16) -> dict:
     """`emu3 eval`'s tokenizer floor (world.tokenizer_floor) on the video-extension eval's first `n`
-    motions, for a bare vision tokenizer: clips of `total` frames, scored after the first `given`."""
+    motions, for a bare vision tokenizer: clips of `total` frames, scored after the first `given`.
+    `chunks_alone` is the same with each 4-frame chunk encoded and decoded as a clip of its own: a
+    tokenizer trained only on one-chunk clips does far better there than on the joint clip, whose later
+    chunks its causal temporal layers read with the earlier ones as context."""
     from emu3.vision.image_io import to_pixels, to_uint8  # noqa: PLC0415
+
+    t = vq.cfg.temporal_downsample_factor
 
     @torch.inference_mode()
     def round_trip(frames: np.ndarray) -> np.ndarray:  # as Pipeline.encode_video / decode_video do
         pixels = torch.stack([to_pixels(f, vq.cfg.pixel_multiple) for f in frames])[None].to(device)
         return np.stack([to_uint8(f) for f in vq.decode_video(vq.encode_video(pixels))[0]])
 
+    def chunk_by_chunk(frames: np.ndarray) -> np.ndarray:
+        return np.concatenate([round_trip(frames[i : i + t]) for i in range(0, len(frames), t)])
+
     rng = random.Random(world_eval.EVAL_SEED_OFFSET + 40_000)  # the extension eval's motions
-    scores = []
+    joint, alone = [], []
     for _ in range(n):
         m = motion.sample_motion(rng, size)
-        scores.append(world_eval.tokenizer_floor(round_trip, motion.render_video(m, total), m, given))
-    return {"error_px": float(np.mean([s["error_px"] for s in scores])),
-            "found": float(np.mean([s["found"] for s in scores])), "n": n}  # fmt: skip
+        truth = motion.render_video(m, total)
+        joint.append(world_eval.tokenizer_floor(round_trip, truth, m, given))
+        alone.append(world_eval.tokenizer_floor(chunk_by_chunk, truth, m, given))
+
+    def mean(scores: list[dict], key: str) -> float:
+        return float(np.mean([s[key] for s in scores]))
+
+    return {"error_px": mean(joint, "error_px"), "found": mean(joint, "found"), "n": n,
+            "chunks_alone": {"error_px": mean(alone, "error_px"), "found": mean(alone, "found")}}  # fmt: skip
 
 
 def widened(folder: Path, codebook: int, out: Path) -> Path:
@@ -101,6 +118,8 @@ def main() -> None:
     p.add_argument("--vq-tile-size", type=int, default=-1, help="tiles for the fine-tune (-1: the shipped 24; 0: none)")
     p.add_argument("--vq-clips", type=int, default=800, help="distinct motion clips the fine-tune draws from")
     p.add_argument("--vq-codebook", type=int, default=0, help="widen the codebook to this many codes first (0: keep)")
+    p.add_argument("--vq-clip-frames", type=int, default=16, help="frames per training clip (4 before 2026-11-27)")
+    p.add_argument("--vq-init", default="", help="tokenizer folder to fine-tune (default: the shipped one)")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -126,13 +145,14 @@ def main() -> None:
     if a.vq_steps > 0:
         from emu3.configuration import load  # noqa: PLC0415
 
-        init = shipped if not a.vq_codebook else widened(shipped, a.vq_codebook, out / "vq-init")
+        start = Path(a.vq_init) if a.vq_init else shipped
+        init = start if not a.vq_codebook else widened(start, a.vq_codebook, out / "vq-init")
         base = load(train_vq.VQTrainConfig, str(CONFIGS / "train_vq" / "demo.yaml"), [])
         tiles = base.vq.tile_size if a.vq_tile_size < 0 else a.vq_tile_size
         optim = replace(base.optim, lr=a.vq_lr, min_lr=a.vq_lr / 10, warmup_steps=20)
         vcfg = replace(base, out=str(vq_dir), init=str(init), steps=a.vq_steps, video_fraction=0.75, image_size=size,
                        optim=optim, save_every=a.vq_steps, device=dev, eval_images=16, video_clips=a.vq_clips,
-                       vq=replace(base.vq, tile_size=tiles))  # fmt: skip
+                       clip_frames=a.vq_clip_frames, vq=replace(base.vq, tile_size=tiles))  # fmt: skip
         train_vq.main(vcfg)
         vq_model = vq_dir / "model"
     else:

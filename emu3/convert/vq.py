@@ -107,6 +107,7 @@ def _from_hf_config(raw: dict[str, Any], folder) -> VQConfig:
         attn_levels=tuple(raw.get("attn_resolutions") or ()),
         temporal_downsample_factor=raw["temporal_downsample_factor"],
         tile_size=int(raw.get("tile_size", 0)),
+        tile_videos=bool(raw.get("tile_videos", True)),
     )
 
 
@@ -130,7 +131,8 @@ def _from_baai_config(raw: dict[str, Any], folder) -> VQConfig:
 
 
 def vq_config_to_hf(cfg: VQConfig) -> dict[str, Any]:
-    """transformers `Emu3VQVAEConfig` fields, plus our `tile_size` for a tiling tokenizer (absent: whole images)."""
+    """transformers `Emu3VQVAEConfig` fields, plus our `tile_size` for a tiling tokenizer (absent: whole images)
+    and `tile_videos` when it tiles images only (absent: videos too)."""
     fields = {
         "model_type": "emu3_vqgan", "codebook_size": cfg.codebook_size, "embed_dim": cfg.embed_dim,
         "latent_channels": cfg.z_channels, "double_latent": False, "in_channels": cfg.in_channels,
@@ -139,7 +141,8 @@ def vq_config_to_hf(cfg: VQConfig) -> dict[str, Any]:
         "attn_resolutions": list(cfg.attn_levels), "hidden_size": cfg.attn_width, "num_attention_heads": 1,
         "attention_dropout": 0.0,
     }  # fmt: skip
-    return fields | ({"tile_size": cfg.tile_size} if cfg.tile_size else {})
+    tiles = {"tile_size": cfg.tile_size} | ({"tile_videos": False} if not cfg.tile_videos else {})
+    return fields | (tiles if cfg.tile_size else {})
 
 
 # ---------------------------------------------------------------- load

@@ -81,6 +81,12 @@ class DemoConfig:
     # scored lower elsewhere (README, "Tried on the tiled model").
     vq_clip_steps: int = 0
     vq_clip_fraction: float = 0.25
+    # Frames per training clip in every VQ round (0: the VQ config's, 4 for the shipped tokenizer) and
+    # whether videos are tiled like images. A 4-frame clip is one latent frame, so the temporal layers
+    # never learn to read a chunk after another; 16 as the evaluation's clips, with whole-frame videos,
+    # is what the next GPU run is for (README, "Video: the tokenizer holds it back").
+    vq_clip_frames: int = 0
+    vq_tile_videos: bool = True
     text_vocab: int = 400
     model: ModelConfig = field(default_factory=lambda: DEMO_MODEL)
     seq_len: int = 416  # a 16-frame 72 px video with its caption is about 385 tokens
@@ -324,6 +330,8 @@ def vq_configs(cfg: DemoConfig) -> list:
     out = Path(cfg.out)
     overrides = [f"steps={cfg.vq_steps}", f"image_size={cfg.image_size}", f"seed={cfg.seed}", f"device={cfg.device}"]
     base = load(train_vq.VQTrainConfig, cfg.vq_config, overrides)
+    base = replace(base, clip_frames=cfg.vq_clip_frames or base.clip_frames,
+                   vq=replace(base.vq, tile_videos=cfg.vq_tile_videos))  # fmt: skip
     runs = [replace(base, vq=replace(base.vq, tile_size=0))]
     if base.vq.tile_size:
         tiles = replace(base.optim, lr=cfg.vq_tile_lr, warmup_steps=30)

@@ -12,7 +12,10 @@ checkpointed with the VQ (keys `vq.*` and `critic.*`). Unused codes are restarte
 outputs every `restart_every` steps. Images are trained as clips of repeated frames, exactly as
 they are encoded; `video_fraction` of each batch are real clips of `clip_frames` frames (from the
 motion world) so the temporal layers learn motion. With 4 frames a clip is one latent frame, and the
-decoder never learns to decode a latent in the context of the ones before it; 8 or more teach that.
+temporal layers never learn to read a chunk with the ones before it as context. Measured on the
+world's 16-frame clips (frames 8-15 encoded and decoded with the whole clip, 72 px, whole-frame
+tokenizer): after 150 steps with 4-frame clips the object is found in 77% of frames, 12.5 px off its
+true position; with 16-frame clips (the default since 2026-11-27; 4 before), 92% and 4.5 px.
 
 `init=FOLDER` fine-tunes a saved tokenizer instead of training a fresh one: its shape, with the config's
 `vq.tile_size` (so a whole-image tokenizer can be fine-tuned on tiles). `locality_weight` > 0 adds
@@ -53,7 +56,7 @@ class VQTrainConfig:
     data: str = "world"  # "world" (shapes, digits, motion frames) or a folder of images
     image_size: int = 64
     video_fraction: float = 0.25
-    clip_frames: int = 4  # frames per training clip: a multiple of the temporal factor (4)
+    clip_frames: int = 16  # frames per training clip: a multiple of the temporal factor (4); see above
     video_clips: int = 800  # distinct motion clips drawn from (world data), made once at the start
     batch_size: int = 16
     steps: int = 1000
@@ -166,7 +169,7 @@ def main(cfg: VQTrainConfig) -> Path:
     rng = random.Random(cfg.seed)
     loaded = load_vision_tokenizer(cfg.init) if cfg.init else None  # fine-tuning: its shape, not cfg.vq
     if loaded is not None:  # ... but cfg.vq's tiling, which is how the weights are applied, not their shape
-        loaded.cfg = replace(loaded.cfg, tile_size=cfg.vq.tile_size)
+        loaded.cfg = replace(loaded.cfg, tile_size=cfg.vq.tile_size, tile_videos=cfg.vq.tile_videos)
     vq_cfg = loaded.cfg if loaded is not None else cfg.vq
     factor = vq_cfg.temporal_downsample_factor
     if cfg.clip_frames <= 0 or cfg.clip_frames % factor:

@@ -199,7 +199,7 @@ class VQModel(nn.Module):
     def _latents(self, frames: Tensor) -> Tensor:
         """(B, T, 3, H, W) -> (B, t, h, w, D) pre-quantisation vectors."""
         self._check_pixels(frames)
-        frames, grid = self._split(frames.to(self.dtype), self.cfg.tile_size)
+        frames, grid = self._split(frames.to(self.dtype), self.cfg.video_tile_size)
         z = self.quant_conv(self.encoder(frames))  # (B, D, t, h, w)
         return self._merge(z, grid).permute(0, 2, 3, 4, 1)
 
@@ -233,19 +233,21 @@ class VQModel(nn.Module):
         """(B, t, h, w) codes -> (B, 4t, 3, 8h, 8w) pixels in about [-1, 1]."""
         if codes.ndim != 4:
             raise ValueError(f"decode_video expects (B, t, h, w) codes, got shape {tuple(codes.shape)}")
-        return self._decode(self.quantize.lookup(codes.long()))
+        return self._decode(self.quantize.lookup(codes.long()), self.cfg.video_tile_size)
 
     @torch.no_grad()
     def decode_image(self, codes: Tensor) -> Tensor:
         """(B, h, w) codes -> (B, 3, 8h, 8w) pixels."""
         if codes.ndim != 3:
             raise ValueError(f"decode_image expects (B, h, w) codes, got shape {tuple(codes.shape)}")
-        return self._decode(self.quantize.lookup(codes.long())[:, None], first_frame_only=True)[:, 0]
+        return self._decode(self.quantize.lookup(codes.long())[:, None], self.cfg.tile_size, first_frame_only=True)[
+            :, 0
+        ]
 
-    def _decode(self, zq: Tensor, first_frame_only: bool = False) -> Tensor:
-        """(B, t, h, w, D) code vectors -> (B, T, 3, H, W) (T = 1 with `first_frame_only`)."""
+    def _decode(self, zq: Tensor, tile: int, first_frame_only: bool = False) -> Tensor:
+        """(B, t, h, w, D) code vectors -> (B, T, 3, H, W) (T = 1 with `first_frame_only`), in `tile` px tiles."""
         zq = zq.permute(0, 4, 1, 2, 3).to(self.dtype)  # (B, D, t, h, w)
-        zq, grid = self._split(zq, self.cfg.tile_size // self.cfg.spatial_factor)
+        zq, grid = self._split(zq, tile // self.cfg.spatial_factor)
         return self._merge(self.decoder(self.post_quant_conv(zq), zq, first_frame_only), grid)
 
     @staticmethod
@@ -262,13 +264,15 @@ class VQModel(nn.Module):
     def reconstruct(self, frames: Tensor) -> Reconstruction:
         """Training forward for clips: encode, quantise with straight-through gradients, decode."""
         q = self.quantize.quantize(self._latents(frames))
-        return Reconstruction(self._decode(q.z_q), q.codes, q.codebook_loss, q.commitment_loss)
+        return Reconstruction(
+            self._decode(q.z_q, self.cfg.video_tile_size), q.codes, q.codebook_loss, q.commitment_loss
+        )
 
     def reconstruct_image(self, pixels: Tensor) -> Reconstruction:
         """Training forward for images, computed as encode_image / decode_image do (one frame's work)."""
         z = self._image_latents(pixels)
         q = self.quantize.quantize(z)
-        return Reconstruction(self._decode(q.z_q, first_frame_only=True), q.codes, q.codebook_loss,
+        return Reconstruction(self._decode(q.z_q, self.cfg.tile_size, first_frame_only=True), q.codes, q.codebook_loss,
                               q.commitment_loss, z)  # fmt: skip
 
     def _check_pixels(self, frames: Tensor) -> None:

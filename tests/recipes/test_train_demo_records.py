@@ -94,6 +94,10 @@ def test_a_tiling_tokenizer_is_trained_whole_first_then_on_tiles_round_by_round_
     assert {c.seed for c in (whole, first, clips)} == {0} and {c.image_size for c in (whole, first, clips)} == {72}
     assert {c.device for c in (whole, first, second, clips)} == {"cpu"}
     assert {c.device for c in vq_configs(replace(cfg, device="cuda"))} == {"cuda"}  # every round on the device
+    assert {(c.clip_frames, c.vq.tile_videos) for c in (whole, first, second, clips)} == {(4, True)}  # as shipped
+    video = vq_configs(replace(cfg, vq_clip_frames=16, vq_tile_videos=False))
+    assert {(c.clip_frames, c.vq.tile_videos) for c in video} == {(16, False)}  # every round, tiled or not
+    assert [c.vq.tile_size for c in video] == [0, 24, 24, 24]
 
 
 def test_without_dpo_prompts_there_is_no_dpo_stage_and_the_chat_model_cannot_start_from_it():

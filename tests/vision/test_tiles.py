@@ -66,3 +66,21 @@ def test_tile_size_is_saved_and_loaded(pair, tmp_path):
     _, tiled = pair
     loaded = load_vision_tokenizer(save_vision_tokenizer(tiled, tmp_path / "vq"))
     assert loaded.cfg == tiled.cfg and dataclasses.replace(loaded.cfg, tile_size=0) == config.tiny()
+
+
+def test_tile_videos_false_tiles_images_and_codes_videos_whole_frame(pair, tmp_path):
+    whole, tiled = pair
+    mixed = build_vq(config.tiny(tile_size=8, tile_videos=False), seed=3).eval()
+    mixed.load_state_dict(whole.state_dict())
+    image, video = torch.rand(2, 3, 16, 24) * 2 - 1, torch.rand(1, 8, 3, 16, 16) * 2 - 1
+    assert torch.equal(mixed.encode_image(image), tiled.encode_image(image))  # images: as the tiled one
+    latents = mixed._latents(video)  # before quantisation (an untrained codebook maps most of them to one code)
+    assert torch.equal(latents, whole._latents(video)) and not torch.allclose(latents, tiled._latents(video))
+    codes = mixed.encode_video(video)
+    decoded = mixed.decode_video(codes)
+    torch.testing.assert_close(decoded, whole.decode_video(codes))
+    assert not torch.allclose(decoded, tiled.decode_video(codes))
+    rec = mixed.reconstruct(video)  # the training forward follows the same rule
+    assert torch.equal(rec.codes, codes)
+    loaded = load_vision_tokenizer(save_vision_tokenizer(mixed, tmp_path / "vq"))
+    assert loaded.cfg == mixed.cfg and not loaded.cfg.tile_videos
