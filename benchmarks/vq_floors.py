@@ -1,6 +1,6 @@
 """What a bare vision tokenizer allows, before any transformer: its image round trip and its video floor.
 
-    python benchmarks/vq_floors.py emu3/assets/demo_model runs/vq/model -o vq_floors.json
+    PYTHONPATH=. python benchmarks/vq_floors.py emu3/assets/demo_model runs/vq/model -o vq_floors.json
 
 For each folder (a tokenizer, or a model folder holding one):
 - `image_round_trip`: the checker's overall score on `emu3 eval`'s 200 held-out scenes encoded and
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 from pathlib import Path
 
 import numpy as np
@@ -26,16 +25,15 @@ from benchmarks.video_scaling import round_trip_floor
 from emu3.convert.vq import load_vision_tokenizer
 from emu3.eval import world as world_eval
 from emu3.vision.image_io import to_pixels, to_uint8
-from emu3.worlds import checker, shapes
 
 
-@torch.inference_mode()
 def image_round_trip(vq, n: int, size: int) -> float:
-    rng = random.Random(world_eval.EVAL_SEED_OFFSET + 60_000)  # the scenes of emu3 eval's vq_round_trip
-    scenes = [shapes.sample_scene(rng) for _ in range(n)]
-    pixels = torch.stack([to_pixels(shapes.render(s, size), vq.cfg.pixel_multiple) for s in scenes])
-    decoded = [to_uint8(x) for batch in pixels.split(50) for x in vq.decode_image(vq.encode_image(batch))]
-    return float(np.mean([checker.score_image(d, s)["overall"] for d, s in zip(decoded, scenes, strict=True)]))
+    @torch.inference_mode()
+    def through(images: list[np.ndarray]) -> list[np.ndarray]:
+        pixels = torch.stack([to_pixels(image, vq.cfg.pixel_multiple) for image in images])
+        return [to_uint8(x) for batch in pixels.split(50) for x in vq.decode_image(vq.encode_image(batch))]
+
+    return world_eval.scenes_round_trip(through, size, n)["overall"]
 
 
 def main() -> None:

@@ -62,10 +62,17 @@ def _by_objects(scenes: list[shapes.Scene], scores: list[dict]) -> dict[str, flo
 
 def vq_round_trip(pipe: Pipeline, n: int = 200, seed: int = 0) -> dict:
     """GenEval-style scores of held-out scenes passed through the vision tokenizer only (no decoder)."""
+    return scenes_round_trip(lambda images: round_trip(pipe, images), _side(pipe), n, seed)
+
+
+def scenes_round_trip(round_trip: Callable[[list[np.ndarray]], list[np.ndarray]], size: int, n: int = 200,
+                      seed: int = 0) -> dict:  # fmt: skip
+    """`vq_round_trip`'s scenes at `size` px through any `round_trip` (images encoded and decoded), e.g. a
+    bare tokenizer's."""
     rng = random.Random(EVAL_SEED_OFFSET + 60_000 + seed)
     scenes = [shapes.sample_scene(rng) for _ in range(n)]
-    images = [shapes.render(s, _side(pipe)) for s in scenes]
-    decoded = round_trip(pipe, images)
+    images = [shapes.render(s, size) for s in scenes]
+    decoded = round_trip(images)
     scores = [checker.score_image(img, s) for img, s in zip(decoded, scenes, strict=True)]
     out = {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
     out["items"] = [s["overall"] for s in scores]
