@@ -14,9 +14,10 @@ transformer (600 clips among 27,000 other examples). This measures both, on vide
     python benchmarks/video_scaling.py --device cuda --out /tmp/vs --clips 20000 --steps 4000 -o results.json
 
 `--vq-tile-size 0` fine-tunes the tokenizer without tiles, `--vq-codebook N` widens its codebook first,
-`--vq-init FOLDER` starts from another tokenizer, `--vq-clip-frames` sets the training clips' length
-(16 since 2026-11-27: with 4, one latent frame, the later chunks of a clip are never trained; the
-floor's `chunks_alone` shows what each chunk would be worth on its own).
+`--vq-init FOLDER` starts from another tokenizer (with `--vq-steps 0`, uses it as it is: the decoder
+alone on a tokenizer trained elsewhere), `--vq-clip-frames` sets the training clips' length (16 since
+2026-11-27: with 4, one latent frame, the later chunks of a clip are never trained; the floor's
+`chunks_alone` shows what each chunk would be worth on its own).
 Measured on one H200 (README, "Video: the tokenizer holds it back"): benchmarks/results/video_scaling_h200/.
 
 Writes JSON (each stage's seconds and scores) to -o after every stage, so a run stopped by a time
@@ -155,8 +156,8 @@ def main() -> None:
                        clip_frames=a.vq_clip_frames, vq=replace(base.vq, tile_size=tiles))  # fmt: skip
         train_vq.main(vcfg)
         vq_model = vq_dir / "model"
-    else:
-        vq_model = shipped
+    else:  # no fine-tune: the --vq-init tokenizer (or the shipped one) as it is
+        vq_model = Path(a.vq_init) if a.vq_init else shipped
     vq = load_vision_tokenizer(vq_model, device=dev)
     res["seconds"]["vq"] = round(time.perf_counter() - t0, 1)
     res["floor_tuned"] = round_trip_floor(vq, a.floor_n, size, dev)
