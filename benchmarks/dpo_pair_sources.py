@@ -134,8 +134,8 @@ def truth_pairs(pipe: Pipeline, prompts: int, samples: int, out: Path) -> dict:
 
 def _swapped(scene: shapes.Scene, rng: random.Random) -> shapes.Scene | None:
     """`scene` with one binding broken, the mistake the model makes: two objects exchange their colours
-    or their shapes (whichever differ), or one takes the other's colour. None when no such change keeps
-    the scene distinct and free of held-out colour-shape pairs."""
+    or their shapes (whichever differ), or one takes the other's colour. None when the two objects
+    picked share colour and shape, or when the change would draw a held-out colour-shape pair."""
     objs = list(scene.objects)
     a, b = rng.sample(range(len(objs)), 2)
     x, y = objs[a], objs[b]
