@@ -74,7 +74,7 @@ def branch_pairs(pipe: Pipeline, prompts: int, branches: int, rows: tuple[int, .
             scenes.append(scene)
     captions = [shapes.caption(s, rng) for s in scenes]
     guidance, sampling = pipe.cfg.for_prompt(captions[0])
-    plan = image_plan(h, w, *pipe._grid_ids())
+    plan = image_plan(h, w, *pipe.grid_ids())
     negative = templates.t2i_negative_prompt(h, w, pipe.tok, pipe.cfg.negative_prompt)
     cond = [templates.t2i_prompt(c, h, w, pipe.tok, positive_suffix=pipe.cfg.positive_suffix) for c in captions]
     plain = [templates.t2i_prompt(c, h, w, pipe.tok, positive_suffix="") for c in captions]  # as pairs hold them
@@ -86,7 +86,7 @@ def branch_pairs(pipe: Pipeline, prompts: int, branches: int, rows: tuple[int, .
         return [r[: int(n)].tolist() for r, n in zip(out_.tokens, out_.lengths, strict=True)]
 
     def scores(i, group):  # one decode for the group (pixels do not depend on the batch)
-        images = pipe.decode_images(torch.stack([pipe._parse_vision(prefix, g, fmt.Image) for g in group]))
+        images = pipe.decode_images(torch.stack([pipe.parse_vision(prefix, g, fmt.Image) for g in group]))
         return [scene_score(scenes[i], image) for image in images]
 
     pairs, mixed = [], 0

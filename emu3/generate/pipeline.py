@@ -282,7 +282,7 @@ class Pipeline:
         h, w = self.latent_size(image_size)
         cond = [templates.t2i_prompt(p, h, w, self.tok, positive_suffix=self.cfg.positive_suffix) for p in prompts]
         neg = templates.t2i_negative_prompt(h, w, self.tok, negative_prompt or self.cfg.negative_prompt)
-        plan, prefix = image_plan(h, w, *self._grid_ids()), fmt.image_prefix(h, w, self.tok)
+        plan, prefix = image_plan(h, w, *self.grid_ids()), fmt.image_prefix(h, w, self.tok)
         groups: dict[tuple, list[int]] = {}  # (guidance, sampling) -> prompt indices, in first-seen order
         for i, prompt in enumerate(prompts):
             g, s = self.cfg.for_prompt(prompt)
@@ -293,7 +293,7 @@ class Pipeline:
             out = self._generate(rows, [plan] * len(rows), neg, g, s, seed, progress)
             slots = [i * num_images + k for i in members for k in range(num_images)]
             for slot, row in zip(slots, out, strict=True):
-                codes[slot] = self._parse_vision(prefix, row, fmt.Image)
+                codes[slot] = self.parse_vision(prefix, row, fmt.Image)
         return torch.stack(codes)
 
     def encode_images(self, images: Sequence[np.ndarray]) -> list[Tensor]:
@@ -395,9 +395,9 @@ class Pipeline:
         """The pixel frames of `new_frames` latent frames continuing `clip` (None: from nothing)."""
         h, w = hw
         context = self.video_context(clip, new_frames, h, w)
-        plan = video_plan(new_frames, h, w, *self._grid_ids())
+        plan = video_plan(new_frames, h, w, *self.grid_ids())
         out = self._generate([text + context], [plan], neg_text + context, guidance, sampling, seed, progress)[0]
-        codes = self._parse_vision(context, out, fmt.Video)
+        codes = self.parse_vision(context, out, fmt.Video)
         return self.decode_video(codes)[-new_frames * self.vq.cfg.temporal_downsample_factor :]
 
     def video_context(self, clip: np.ndarray | None, new_frames: int, h: int, w: int) -> list[int]:
@@ -483,7 +483,9 @@ class Pipeline:
 
     # ------------------------------------------------------------ helpers
 
-    def _grid_ids(self) -> tuple[int, int, int, int]:
+    def grid_ids(self) -> tuple[int, int, int, int]:
+        """The ids a grid plan (generate.constraints.image_plan / video_plan) closes rows, frames, the
+        visual block and the sequence with: end of line, end of frame, end of image, end of sequence."""
         s = self.tok.special
         return s.eol, s.eof, s.eoi, s.eos
 
@@ -501,8 +503,9 @@ class Pipeline:
         )
         return [row[: int(n)].tolist() for row, n in zip(out.tokens, out.lengths, strict=True)]
 
-    def _parse_vision(self, prefix: list[int], generated: list[int], kind: type) -> Tensor:
-        """The codes of the one image/video that `prefix + generated` (minus its EOS) spells."""
+    def parse_vision(self, prefix: list[int], generated: list[int], kind: type) -> Tensor:
+        """The codes of the one `kind` (tokens.format.Image or Video) that `prefix + generated` (minus a
+        final EOS) spells; FormatError when it spells none or several."""
         ids = prefix + generated
         if ids and ids[-1] == self.tok.special.eos:
             ids = ids[:-1]

@@ -84,7 +84,7 @@ def image_job(pipe: Pipeline, limits: Limits, body: ImageGenerationRequest, max_
     neg = _encoded("negative_prompt", templates.t2i_negative_prompt, h, w, tok, _negative(pipe, limits, body))
     family_guidance, family_sampling = pipe.cfg.for_prompt(body.prompt)  # the prompt's family's defaults
     guidance = _guidance(family_guidance, limits, body)
-    plan = image_plan(h, w, *_grid_ids(pipe))
+    plan = image_plan(h, w, *pipe.grid_ids())
     _check_length("prompt", [cond, neg], plan.numel(), limits, max_len)
     sampling = _sampling(family_sampling, body)
     requests = [
@@ -233,7 +233,7 @@ def window_job(pipe: Pipeline, plan: VideoPlan, k: int, made: list[np.ndarray]) 
     (h, w), t = plan.size, pipe.vq.cfg.temporal_downsample_factor
     prefix = pipe.video_context(clip_so_far(plan, made)[-ctx * t :] if ctx else None, new, h, w)
     guided = plan.guidance != 1.0
-    request = Request(plan.text + prefix, video_plan(new, h, w, *_grid_ids(pipe)), sampling=plan.sampling,
+    request = Request(plan.text + prefix, video_plan(new, h, w, *pipe.grid_ids()), sampling=plan.sampling,
                       guidance=plan.guidance, negative_prompt=plan.negative + prefix if guided else None,
                       seed=None if plan.seed is None else plan.seed + k)  # fmt: skip
     return VideoJob(request, prefix, new)
@@ -319,8 +319,3 @@ def _encoded(param: str, fn, *args, **kwargs) -> list[int]:
         return fn(*args, **kwargs)
     except ValueError as err:
         raise invalid(param, str(err)) from None
-
-
-def _grid_ids(pipe: Pipeline) -> tuple[int, int, int, int]:
-    s = pipe.tok.special
-    return s.eol, s.eof, s.eoi, s.eos

@@ -7,6 +7,7 @@ from PIL import Image
 
 from emu3.cli import main
 from emu3.generate.pipeline import Pipeline, Turn
+from emu3.tokens import format as fmt
 from emu3.vision.video_io import read_video, write_video
 from tests.helpers.tiny_pipeline import tiny_pipeline
 
@@ -36,6 +37,21 @@ def test_text_to_image_codes_are_the_codes_behind_the_images(pipe):
     assert codes.shape == (4, h, w) and 0 <= int(codes.min()) and int(codes.max()) < pipe.vq.cfg.codebook_size
     images = pipe.text_to_image(["a red circle", "two blue squares"], num_images=2, seed=1)
     assert all(np.array_equal(a, b) for a, b in zip(pipe.decode_images(codes), images, strict=True))
+
+
+def test_parse_vision_reads_back_the_generated_grid_and_refuses_anything_else(pipe):
+    h, w = pipe.latent_size()
+    codes = pipe.text_to_image_codes("a red circle", seed=3)[0]
+    prefix = fmt.image_prefix(h, w, pipe.tok)
+    generated = fmt.image_block(codes, pipe.tok)[len(prefix) :] + [pipe.tok.special.eos]
+    eol, eof, eoi, eos = pipe.grid_ids()
+    assert generated[w] == eol and generated[-3:] == [eof, eoi, eos]  # the ids a grid plan closes with
+    assert torch.equal(pipe.parse_vision(prefix, generated, fmt.Image), codes)
+    with pytest.raises(fmt.FormatError, match="expected one Video"):
+        pipe.parse_vision(prefix, generated, fmt.Video)
+    twice = generated[:-1] + fmt.image_block(codes, pipe.tok)
+    with pytest.raises(fmt.FormatError, match="found 2"):
+        pipe.parse_vision(prefix, twice, fmt.Image)
 
 
 def test_decoding_in_cpu_sized_batches_gives_the_one_call_pixels(pipe):
