@@ -54,6 +54,7 @@ from emu3.recipes import dpo
 from emu3.recipes.train_demo import DemoConfig, dpo_config, ranked_pairs, scene_score
 from emu3.tokens import format as fmt
 from emu3.tokens import templates
+from emu3.train.losses import sequence_logps
 from emu3.worlds import checker, shapes
 
 BATCH = 8  # prompts sampled together
@@ -188,15 +189,14 @@ def start_preference(pipe: Pipeline, prefs: Path) -> dict:
     for start in range(0, len(pairs), 16):
         part = pairs[start : start + 16]
         batch = pad([c for c, _ in part] + [r for _, r in part], pipe.tok.special.pad)
-        logp = pipe.decoder.logits(pipe.decoder.hidden(batch.tokens, batch.input_pos)).float().log_softmax(-1)
-        labelled = batch.labels[:, 1:] != -100
-        picked = logp[:, :-1].gather(-1, batch.tokens[:, 1:, None])[..., 0]
-        totals = (picked * labelled).sum(1)
+        hidden = pipe.decoder.hidden(batch.tokens, batch.input_pos)
+        totals = sequence_logps(hidden, pipe.decoder.lm_head.weight, batch.labels)  # as the DPO stage sums them
         for i, (c, r) in enumerate(part):
             sequence.append(bool(totals[i] > totals[len(part) + i]))
             d = next((t for t, (a, b) in enumerate(zip(c.tokens, r.tokens, strict=False)) if a != b), None)
             if d is not None:  # a pair of equal sequences has no first difference
-                first.append((logp[i, d - 1, c.tokens[d]].exp().item(), logp[i, d - 1, r.tokens[d]].exp().item()))
+                probs = pipe.decoder.logits(hidden[i, d - 1]).softmax(-1)  # the context both share
+                first.append((probs[c.tokens[d]].item(), probs[r.tokens[d]].item()))
     n = len(pairs)
     return {"pairs": n, "sequence_prefers_chosen": sum(sequence) / n,
             "first_difference_prefers_chosen": sum(a > b for a, b in first) / len(first),
