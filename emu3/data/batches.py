@@ -120,3 +120,18 @@ def mask_shared_tokens(chosen: Example, rejected: Example) -> tuple[Example, Exa
         return Example(ex.tokens, [IGNORE if i in shared else y for i, y in enumerate(ex.labels)], ex.kind)
 
     return masked(chosen), masked(rejected)
+
+
+def unconditional_twin(example: Example, negative: Sequence[int], boi: int) -> Example:
+    """The same image after the unconditional prompt: `negative` (BOS and the negative text), then the
+    example's own image prefix (from its last BOI before the first labelled token) and everything after,
+    with the same labels. Classifier-free guidance scores the image's codes after both prompts."""
+    first = next((i for i, y in enumerate(example.labels) if y != IGNORE), None)
+    if first is None:
+        raise ValueError("the example has no labelled tokens, so no image to pair with the negative prompt")
+    try:
+        start = max(i for i in range(first) if example.tokens[i] == boi)
+    except ValueError:
+        raise ValueError("no BOI before the example's first labelled token: not a text-to-image sequence") from None
+    body = example.tokens[start:]
+    return Example([*negative, *body], [IGNORE] * len(negative) + example.labels[start:], example.kind)

@@ -4,6 +4,13 @@ paper's next-token term on the chosen sequence (spec 5.2).
 A frozen copy of the starting model is the reference. Chosen and rejected rows go through the
 policy in one concatenated forward ([chosen_1..B; rejected_1..B]), and likewise the reference.
 
+With `guidance` g > 0 (text-to-image pairs only), the policy that DPO moves is the one the sampler
+draws from: each token's distribution under classifier-free guidance, log_softmax(u + g (c - u)),
+with c from the pair's own prompt and u from the same image after the model's negative prompt (its
+emu3_pipeline.json). Both rows go through one forward ([chosen; rejected; their unconditional
+twins]); the unconditional stream is trained too, away from the chosen image and towards the
+rejected one. The NLL term stays on the conditional chosen sequence.
+
     emu3 dpo configs/dpo/tiny.yaml init=runs/sft/model data.corpus=runs/prefs
 """
 
@@ -18,12 +25,12 @@ import torch
 from torch import Tensor, nn
 
 from emu3.configuration import to_dict
-from emu3.data.batches import mask_shared_tokens, pad, preference_pairs
+from emu3.data.batches import mask_shared_tokens, pad, preference_pairs, unconditional_twin
 from emu3.data.shards import Corpus
 from emu3.model.decoder import Emu3Decoder
 from emu3.recipes.common import DataConfig, autocast, check_device, compile_blocks, export_model
 from emu3.train.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
-from emu3.train.losses import dpo_loss, sequence_logps
+from emu3.train.losses import dpo_loss, guided_sequence_logps, sequence_logps
 from emu3.train.metrics import MetricLogger, progress_bar
 from emu3.train.optim import OptimConfig, build_optimizer, lr_at, set_lr
 
@@ -40,6 +47,11 @@ class DPOConfig:
     # True: no loss where chosen and rejected hold the same token (data.batches.mask_shared_tokens), so
     # the margin and the NLL term count only the tokens that differ. For pairs of images of one grid.
     mask_shared: bool = False
+    # > 0: DPO on the guided distribution at this scale (see the module doc); 0: on the conditional one
+    guidance: float = 0.0
+    # > 0: DPO-Positive (losses.dpo_loss): a penalty of this weight inside the margin on the chosen
+    # sequence's log-likelihood falling below the reference's (against likelihood displacement)
+    positive: float = 0.0
     steps: int = 100
     save_every: int = 50
     log_every: int = 10
@@ -57,18 +69,41 @@ class DPOConfig:
             raise ValueError("data.corpus is required: a preference corpus of chosen/rejected pairs")
         if self.beta <= 0 or self.nll_weight < 0:
             raise ValueError("beta must be positive and nll_weight non-negative")
+        if self.positive < 0:
+            raise ValueError(f"positive must be 0 (off) or a positive weight, got {self.positive}")
+        if self.guidance < 0:
+            raise ValueError(f"guidance must be 0 (off) or a positive scale, got {self.guidance}")
 
 
 class PairLogps(nn.Module):
-    """Summed log-probs of [chosen; rejected] rows in one forward -> (chosen (B,), rejected (B,))."""
+    """Summed log-probs of [chosen; rejected] rows in one forward -> (chosen (B,), rejected (B,),
+    chosen conditional (B,)). With `guidance` > 0 the batch is [chosen; rejected; their unconditional
+    twins], the first two are guided log-probs and the third the conditional ones (for the NLL term)."""
 
-    def __init__(self, model: Emu3Decoder) -> None:
+    def __init__(self, model: Emu3Decoder, guidance: float = 0.0) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.guidance = model, guidance
 
-    def forward(self, tokens: Tensor, input_pos: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        hidden = self.model.hidden(tokens, input_pos)
-        return sequence_logps(hidden, self.model.lm_head.weight, labels).chunk(2)
+    def forward(self, tokens: Tensor, input_pos: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        hidden, weight = self.model.hidden(tokens, input_pos), self.model.lm_head.weight
+        if not self.guidance:
+            chosen, rejected = sequence_logps(hidden, weight, labels).chunk(2)
+            return chosen, rejected, chosen
+        half = len(tokens) // 2
+        cond = sequence_logps(hidden[: half // 2], weight, labels[: half // 2])
+        guided = guided_sequence_logps(hidden[:half], hidden[half:], weight, labels[:half], labels[half:],
+                                       self.guidance)  # fmt: skip
+        chosen, rejected = guided.chunk(2)
+        return chosen, rejected, cond
+
+
+def unconditional_pairs(pairs: list[tuple], init: str, tok) -> list[tuple]:
+    """Each pair's two sequences after the model's negative prompt (its pipeline config's)."""
+    from emu3.generate.pipeline import PipelineConfig
+
+    negative = [tok.special.bos, *tok.encode(PipelineConfig.read(init).negative_prompt)]
+    return [(unconditional_twin(c, negative, tok.special.boi), unconditional_twin(r, negative, tok.special.boi))
+            for c, r in pairs]  # fmt: skip
 
 
 def main(cfg: DPOConfig) -> Path:
@@ -86,19 +121,23 @@ def main(cfg: DPOConfig) -> Path:
     if cfg.compile:
         compile_blocks(policy)
         compile_blocks(reference)
-    pol, ref = PairLogps(policy), PairLogps(reference)
+    pol, ref = PairLogps(policy, cfg.guidance), PairLogps(reference, cfg.guidance)
     optimizer = build_optimizer(policy, cfg.optim)
     out, state = Path(cfg.out), TrainState()
     ckpt = latest_checkpoint(out) if cfg.resume else None
     if ckpt is not None:
         state = load_checkpoint(ckpt, policy, optimizer)
     pairs = preference_pairs(list(Corpus(cfg.data.corpus)))
+    twins = unconditional_pairs(pairs, cfg.init, tok) if cfg.guidance else None
     if cfg.mask_shared:
         pairs = [mask_shared_tokens(c, r) for c, r in pairs]
+        twins = twins and [mask_shared_tokens(c, r) for c, r in twins]
     order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(cfg.data.seed)).tolist()
     log = MetricLogger(out / "metrics.jsonl", every=cfg.log_every)
     print(f"DPO on {len(pairs)} preference pairs, beta {cfg.beta}, NLL weight {cfg.nll_weight}"
-          + (", shared tokens masked" if cfg.mask_shared else ""))  # fmt: skip
+          + (", shared tokens masked" if cfg.mask_shared else "")
+          + (f", guided at {cfg.guidance}" if cfg.guidance else "")
+          + (f", DPO-Positive weight {cfg.positive}" if cfg.positive else ""))  # fmt: skip
 
     # ---- loop
     bar = progress_bar(cfg.steps, state.step, enabled=True)
@@ -106,15 +145,18 @@ def main(cfg: DPOConfig) -> Path:
         started = time.perf_counter()
         set_lr(optimizer, lr := lr_at(state.step, cfg.steps, cfg.optim))
         chosen_idx = [order[(state.position + i) % len(pairs)] for i in range(cfg.data.batch_size)]
-        batch = pad([pairs[i][0] for i in chosen_idx] + [pairs[i][1] for i in chosen_idx], tok.special.pad)
+        rows = [pairs[i][0] for i in chosen_idx] + [pairs[i][1] for i in chosen_idx]
+        if twins:
+            rows += [twins[i][0] for i in chosen_idx] + [twins[i][1] for i in chosen_idx]
+        batch = pad(rows, tok.special.pad)
         inputs = (batch.tokens.to(cfg.device), batch.input_pos.to(cfg.device), batch.labels.to(cfg.device))
         with autocast(cfg.bf16, cfg.device):
-            pol_c, pol_r = pol(*inputs)
+            pol_c, pol_r, pol_cond = pol(*inputs)
             with torch.no_grad():
-                ref_c, ref_r = ref(*inputs)
-            preference = dpo_loss(pol_c, pol_r, ref_c, ref_r, cfg.beta).mean()
+                ref_c, ref_r, _ = ref(*inputs)
+            preference = dpo_loss(pol_c, pol_r, ref_c, ref_r, cfg.beta, cfg.positive).mean()
             n_chosen = (batch.labels[: cfg.data.batch_size, 1:] != -100).sum().clamp_min(1).to(pol_c.device)
-            nll = -pol_c.sum() / n_chosen
+            nll = -pol_cond.sum() / n_chosen
             loss = preference + cfg.nll_weight * nll
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.optim.max_grad_norm)

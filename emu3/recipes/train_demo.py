@@ -178,6 +178,11 @@ class DemoConfig:
     # (README, "DPO").
     dpo_mask_shared: bool = False
     dpo_beta: float = 0.1
+    # DPO-Positive weight (dpo.DPOConfig.positive): DPO loses the chosen images' likelihood along with the
+    # rejected ones' (README, "DPO"); this keeps it at the reference's. 0: plain DPO.
+    dpo_positive: float = 0.0
+    # > 0: DPO on the guided distribution the sampler draws from, at this scale (dpo.DPOConfig.guidance)
+    dpo_guidance: float = 0.0
     threads: int = 0
     # Where every stage computes: "cpu" or e.g. "cuda" (the VQ, the token corpus's encoding, the decoder
     # stages and DPO's sampling); the world's data and the checkers stay on the CPU.
@@ -474,7 +479,8 @@ def dpo_config(cfg: DemoConfig, sft_dir: Path, prefs: Path, out: Path):
     return dpo.DPOConfig(init=str(sft_dir), out=str(out),
                          data=DataConfig(corpus=str(prefs), batch_size=pairs_per_step, seed=cfg.seed), steps=steps,
                          optim=OptimConfig(lr=cfg.dpo_lr, min_lr=cfg.dpo_lr / 10, warmup_steps=10),
-                         beta=cfg.dpo_beta, nll_weight=0.2, mask_shared=cfg.dpo_mask_shared, save_every=100,
+                         beta=cfg.dpo_beta, nll_weight=0.2, mask_shared=cfg.dpo_mask_shared,
+                         positive=cfg.dpo_positive, guidance=cfg.dpo_guidance, save_every=100,
                          log_every=20, threads=cfg.threads, device=cfg.device)  # fmt: skip
 
 

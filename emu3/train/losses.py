@@ -76,8 +76,49 @@ def sequence_logps(hidden: Tensor, weight: Tensor, labels: Tensor, chunk: int | 
     return -ce.view(b, -1).sum(1)
 
 
-def dpo_loss(pol_chosen: Tensor, pol_rejected: Tensor, ref_chosen: Tensor, ref_rejected: Tensor, beta: float) -> Tensor:
+def dpo_loss(
+    pol_chosen: Tensor,
+    pol_rejected: Tensor,
+    ref_chosen: Tensor,
+    ref_rejected: Tensor,
+    beta: float,
+    positive: float = 0.0,
+) -> Tensor:
     """Per-pair DPO loss (Rafailov et al., 2023) on summed log-probs (B,): -log sigmoid(beta * margin).
-    Equal policy and reference give ln 2."""
+    Equal policy and reference give ln 2.
+
+    `positive` > 0 is DPO-Positive (Pal et al., 2024, "Smaug"): the margin loses positive *
+    max(0, ref_chosen - pol_chosen), so lowering the chosen sequence's likelihood below the
+    reference's costs, whatever happens to the rejected one (DPO alone can lower both)."""
     margin = (pol_chosen - ref_chosen) - (pol_rejected - ref_rejected)
+    if positive:
+        margin = margin - positive * (ref_chosen - pol_chosen).clamp_min(0)
     return -F.logsigmoid(beta * margin)
+
+
+def guided_sequence_logps(
+    hidden_cond: Tensor,
+    hidden_uncond: Tensor,
+    weight: Tensor,
+    labels_cond: Tensor,
+    labels_uncond: Tensor,
+    scale: float,
+) -> Tensor:
+    """(B,) summed log-probabilities of each row's labelled tokens under classifier-free guidance:
+    log_softmax(u + scale * (c - u)) with c, u the log-softmax of the conditional and unconditional
+    rows (the sampler's combination, generate/guidance.py). Row b of both holds the same labelled
+    tokens after different prompts; the k-th labelled target of one is scored with the k-th of the
+    other. Logits of the labelled rows only are formed (N, V)."""
+    picked = []
+    for hidden, labels in ((hidden_cond, labels_cond), (hidden_uncond, labels_uncond)):
+        valid = labels[:, 1:] != IGNORE  # (B, T-1)
+        picked.append((hidden[:, :-1][valid], labels[:, 1:][valid], valid.sum(1)))
+    (hc, targets, counts), (hu, targets_u, counts_u) = picked
+    if not (torch.equal(counts, counts_u) and torch.equal(targets, targets_u)):
+        raise ValueError("conditional and unconditional rows must label the same tokens")
+    cond = F.linear(hc, weight).float().log_softmax(-1)
+    uncond = F.linear(hu, weight).float().log_softmax(-1)
+    guided = (uncond + scale * (cond - uncond)).log_softmax(-1)
+    token = guided.gather(1, targets[:, None]).squeeze(1)  # (N,)
+    rows = torch.repeat_interleave(torch.arange(len(counts), device=token.device), counts)
+    return torch.zeros(len(counts), dtype=token.dtype, device=token.device).index_add(0, rows, token)

@@ -113,3 +113,44 @@ def test_dpo_with_shared_tokens_masked_scores_only_the_differing_token(world, pr
         logits = model(torch.tensor([chosen.tokens]))[0, k - 1].float()
     by_hand = -torch.log_softmax(logits, -1)[chosen.tokens[k]].item()
     assert math.isclose(_metrics(tmp_path / "run")[0]["nll"], by_hand, rel_tol=1e-3)
+
+
+def test_guided_dpo_scores_the_sampler_distribution(world, pretrained, tmp_path):
+    """With `guidance`, the first step's DPO loss is ln 2 and its NLL is the conditional one (as
+    without guidance), while the margin is taken on guided log-probs: after a few steps the guided
+    margin has grown, and the unconditional twins were built from the model's negative prompt."""
+    from emu3.data.batches import preference_pairs, unconditional_twin
+    from emu3.tokens.text import load_text_tokenizer
+
+    tok = load_text_tokenizer(pretrained / "model")
+    corpus = Corpus(world / "corpus", ("t2i",))
+
+    def member(ex, kind):  # as train-demo stores a sample: loss on the image only (after IMG)
+        first = ex.tokens.index(tok.special.img) + 1
+        return Example(ex.tokens, [-100] * first + ex.tokens[first:], kind)
+
+    pairs = []
+    for i in range(0, 16, 2):
+        pairs += [member(corpus[i], "chosen"), member(corpus[i + 1], "rejected")]
+    write_shard(tmp_path / "prefs", "p", pairs)
+    common = [f"init={pretrained / 'model'}", f"data.corpus={tmp_path / 'prefs'}", "bf16=false", "seed=3"]
+    plain = load(
+        dpo.DPOConfig, "configs/dpo/tiny.yaml", common + [f"out={tmp_path / 'plain'}", "steps=1", "data.batch_size=8"]
+    )
+    dpo.main(plain)
+    cfg = load(dpo.DPOConfig, "configs/dpo/tiny.yaml",
+               common + [f"out={tmp_path / 'guided'}", "steps=8", "optim.lr=0.001", "data.batch_size=8",
+                       "guidance=2.0"])  # fmt: skip
+    dpo.main(cfg)
+    rows, first_plain = _metrics(tmp_path / "guided"), _metrics(tmp_path / "plain")[0]
+    assert math.isclose(rows[0]["dpo_loss"], math.log(2), abs_tol=1e-4)
+    assert math.isclose(rows[0]["nll"], first_plain["nll"], rel_tol=1e-4)  # NLL stays conditional
+    assert rows[-1]["margin"] > rows[0]["margin"] and rows[-1]["dpo_loss"] < rows[0]["dpo_loss"]
+    chosen, _ = preference_pairs(list(Corpus(tmp_path / "prefs")))[0]
+    twin = unconditional_twin(chosen, [tok.special.bos], tok.special.boi)
+    first = next(i for i, y in enumerate(chosen.labels) if y != -100)
+    assert twin.tokens[0] == tok.special.bos and twin.tokens[1] == tok.special.boi
+    assert twin.tokens[-(len(chosen.tokens) - first) :] == chosen.tokens[first:]
+    assert [y for y in twin.labels if y != -100] == [y for y in chosen.labels if y != -100]
+    with pytest.raises(ValueError, match="guidance must be"):
+        load(dpo.DPOConfig, "configs/dpo/tiny.yaml", common + ["guidance=-1"])

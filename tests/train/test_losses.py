@@ -12,6 +12,7 @@ from emu3.train.losses import (
     VISION,
     LossWeights,
     dpo_loss,
+    guided_sequence_logps,
     linear_cross_entropy,
     next_token_loss,
     sequence_logps,
@@ -120,11 +121,38 @@ def test_sequence_logps_sum_labelled_targets():
     assert math.isclose(sequence_logps(hidden, weight, labels).item(), expected, rel_tol=1e-6)
 
 
+def test_guided_sequence_logps_by_hand():
+    """Identity projection: the conditional row scores target 0 from logits (2, 0, 0), the
+    unconditional row (at another offset) from (0, 1, 0); at scale 2 the guided log-probs are
+    log_softmax(2 c - u) of the two rows' log-softmaxes."""
+    weight, hidden = _setup()
+    labels = torch.tensor([[7, IGNORE, 0, IGNORE]])  # target 0 at position 2, read from position 1: (2, 0, 0)
+    hidden_u = torch.tensor([[[5.0, 5.0, 5.0], [4.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]]])
+    labels_u = torch.tensor([[7, IGNORE, IGNORE, 0]])  # target 0 at position 3, read from position 2: (0, 1, 0)
+    c = torch.log_softmax(torch.tensor([2.0, 0.0, 0.0]), -1)
+    u = torch.log_softmax(torch.tensor([0.0, 1.0, 0.0]), -1)
+    expected = torch.log_softmax(u + 2 * (c - u), -1)[0].item()
+    got = guided_sequence_logps(hidden, hidden_u, weight, labels, labels_u, 2.0)
+    assert math.isclose(got.item(), expected, rel_tol=1e-6)
+    # scale 1 is the conditional distribution
+    one = guided_sequence_logps(hidden, hidden_u, weight, labels, labels_u, 1.0)
+    assert math.isclose(one.item(), sequence_logps(hidden, weight, labels).item(), rel_tol=1e-6)
+    with pytest.raises(ValueError, match="same tokens"):
+        guided_sequence_logps(hidden, hidden_u, weight, labels, torch.tensor([[7, IGNORE, IGNORE, 1]]), 2.0)
+
+
 def test_dpo_at_initialisation_is_ln2_and_rewards_the_margin():
     x = torch.tensor([-10.0, -3.0])
     assert torch.allclose(dpo_loss(x, x + 1, x, x + 1, beta=0.1), torch.full((2,), math.log(2)))
     better = dpo_loss(torch.tensor([-1.0]), torch.tensor([-5.0]), torch.tensor([-2.0]), torch.tensor([-4.0]), 0.5)
     assert math.isclose(better.item(), -math.log(1 / (1 + math.exp(-0.5 * 2))), rel_tol=1e-6)
+    # DPO-Positive: the chosen sequence fell 1 below the reference, so weight 3 takes 3 off the margin 2
+    positive = dpo_loss(torch.tensor([-3.0]), torch.tensor([-7.0]), torch.tensor([-2.0]), torch.tensor([-4.0]), 0.5,
+                        positive=3.0)  # fmt: skip
+    assert math.isclose(positive.item(), -math.log(1 / (1 + math.exp(-0.5 * (2 - 3)))), rel_tol=1e-6)
+    # ... and nothing while the chosen one stays above it
+    above = dpo_loss(torch.tensor([-1.0]), torch.tensor([-5.0]), torch.tensor([-2.0]), torch.tensor([-4.0]), 0.5, 3.0)
+    assert torch.equal(above, better)
 
 
 def test_token_classes():
