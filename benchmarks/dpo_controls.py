@@ -1,6 +1,6 @@
 """Does DPO on checker-ranked pairs teach the demo model anything? Variants against controls.
 
-    python benchmarks/dpo_controls.py --run runs/demo [--seeds 7,8 --n 500]
+    PYTHONPATH=. python benchmarks/dpo_controls.py --run runs/demo [--seeds 7,8 --n 500]
 
 From a `train-demo` run folder (its SFT model and its preference corpus), train DPO variants as
 train-demo's DPO stage does (one pass over the pairs, beta 0.1, NLL weight 0.2), and score
@@ -17,7 +17,6 @@ Writes benchmarks/results/dpo_controls.json.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import time
 from functools import partial
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.results_file import write_result
 from emu3.data.batches import preference_pairs
 from emu3.data.shards import Corpus, Example, write_shard
 from emu3.eval import world
@@ -117,9 +117,7 @@ def main() -> None:
               flush=True)  # fmt: skip
     result = {"benchmark": "dpo_controls", "run": str(run), "eval_seeds": seeds, "prompts_per_seed": args.n,
               "rows": rows, "minutes": round((time.perf_counter() - started) / 60, 1)}  # fmt: skip
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(result, indent=1) + "\n")
-    print(f"written {args.output}")
+    write_result(args.output, result)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from benchmarks.results_file import write_result
 from emu3.data.shards import Corpus
 from emu3.eval import world
 from emu3.eval.stats import mean_se, paired_difference
@@ -102,9 +103,7 @@ def main() -> None:
     result = {"benchmark": "dpo_guided", "model": str(model), "eval_seed": args.seed, "prompts": args.n,
               "dpo_prompts": args.prompts, "samples_per_prompt": args.samples, "pairs": pairs,
               "rows": rows, "minutes": round((time.perf_counter() - started) / 60, 1)}  # fmt: skip
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(result, indent=1) + "\n")
-    print(f"written {args.output}")
+    write_result(args.output, result)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.results_file import write_result
 from emu3.data.batches import pad, preference_pairs
 from emu3.data.shards import Corpus, Example, write_shard
 from emu3.eval import world
@@ -311,9 +312,7 @@ def main() -> None:
     result = {"benchmark": "dpo_pair_sources", "model": str(model), "eval_seed": args.seed, "prompts": args.n,
               "branch_rows": rows_at, "sources": sources, "rows": rows,
               "minutes": round((time.perf_counter() - started) / 60, 1)}  # fmt: skip
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(result, indent=1) + "\n")
-    print(f"written {args.output}")
+    write_result(args.output, result)
 
 
 if __name__ == "__main__":
