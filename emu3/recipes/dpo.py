@@ -90,11 +90,10 @@ class PairLogps(nn.Module):
             chosen, rejected = sequence_logps(hidden, weight, labels).chunk(2)
             return chosen, rejected, chosen
         half = len(tokens) // 2
-        cond = sequence_logps(hidden[: half // 2], weight, labels[: half // 2])
-        guided = guided_sequence_logps(hidden[:half], hidden[half:], weight, labels[:half], labels[half:],
-                                       self.guidance)  # fmt: skip
+        guided, cond = guided_sequence_logps(hidden[:half], hidden[half:], weight, labels[:half], labels[half:],
+                                             self.guidance)  # fmt: skip
         chosen, rejected = guided.chunk(2)
-        return chosen, rejected, cond
+        return chosen, rejected, cond[: half // 2]
 
 
 def unconditional_pairs(pairs: list[tuple], init: str, tok) -> list[tuple]:
@@ -131,7 +130,8 @@ def main(cfg: DPOConfig) -> Path:
     twins = unconditional_pairs(pairs, cfg.init, tok) if cfg.guidance else None
     if cfg.mask_shared:
         pairs = [mask_shared_tokens(c, r) for c, r in pairs]
-        twins = twins and [mask_shared_tokens(c, r) for c, r in twins]
+        if twins is not None:
+            twins = [mask_shared_tokens(c, r) for c, r in twins]
     order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(cfg.data.seed)).tolist()
     log = MetricLogger(out / "metrics.jsonl", every=cfg.log_every)
     print(f"DPO on {len(pairs)} preference pairs, beta {cfg.beta}, NLL weight {cfg.nll_weight}"
@@ -146,7 +146,7 @@ def main(cfg: DPOConfig) -> Path:
         set_lr(optimizer, lr := lr_at(state.step, cfg.steps, cfg.optim))
         chosen_idx = [order[(state.position + i) % len(pairs)] for i in range(cfg.data.batch_size)]
         rows = [pairs[i][0] for i in chosen_idx] + [pairs[i][1] for i in chosen_idx]
-        if twins:
+        if twins is not None:
             rows += [twins[i][0] for i in chosen_idx] + [twins[i][1] for i in chosen_idx]
         batch = pad(rows, tok.special.pad)
         inputs = (batch.tokens.to(cfg.device), batch.input_pos.to(cfg.device), batch.labels.to(cfg.device))

@@ -103,12 +103,13 @@ def guided_sequence_logps(
     labels_cond: Tensor,
     labels_uncond: Tensor,
     scale: float,
-) -> Tensor:
+) -> tuple[Tensor, Tensor]:
     """(B,) summed log-probabilities of each row's labelled tokens under classifier-free guidance:
     log_softmax(u + scale * (c - u)) with c, u the log-softmax of the conditional and unconditional
-    rows (the sampler's combination, generate/guidance.py). Row b of both holds the same labelled
-    tokens after different prompts; the k-th labelled target of one is scored with the k-th of the
-    other. Logits of the labelled rows only are formed (N, V)."""
+    rows (the sampler's combination, generate/guidance.py), and (B,) the same sums under c alone
+    (from the same logits). Row b of both holds the same labelled tokens after different prompts; the
+    k-th labelled target of one is scored with the k-th of the other. Logits of the labelled rows only
+    are formed (N, V)."""
     picked = []
     for hidden, labels in ((hidden_cond, labels_cond), (hidden_uncond, labels_uncond)):
         valid = labels[:, 1:] != IGNORE  # (B, T-1)
@@ -119,6 +120,10 @@ def guided_sequence_logps(
     cond = F.linear(hc, weight).float().log_softmax(-1)
     uncond = F.linear(hu, weight).float().log_softmax(-1)
     guided = (uncond + scale * (cond - uncond)).log_softmax(-1)
-    token = guided.gather(1, targets[:, None]).squeeze(1)  # (N,)
-    rows = torch.repeat_interleave(torch.arange(len(counts), device=token.device), counts)
-    return torch.zeros(len(counts), dtype=token.dtype, device=token.device).index_add(0, rows, token)
+    rows = torch.repeat_interleave(torch.arange(len(counts), device=cond.device), counts)
+
+    def summed(logp: Tensor) -> Tensor:  # (N, V) -> (B,) the targets' log-probs summed per row
+        token = logp.gather(1, targets[:, None]).squeeze(1)
+        return torch.zeros(len(counts), dtype=token.dtype, device=token.device).index_add(0, rows, token)
+
+    return summed(guided), summed(cond)

@@ -132,10 +132,11 @@ def test_guided_sequence_logps_by_hand():
     c = torch.log_softmax(torch.tensor([2.0, 0.0, 0.0]), -1)
     u = torch.log_softmax(torch.tensor([0.0, 1.0, 0.0]), -1)
     expected = torch.log_softmax(u + 2 * (c - u), -1)[0].item()
-    got = guided_sequence_logps(hidden, hidden_u, weight, labels, labels_u, 2.0)
+    got, conditional = guided_sequence_logps(hidden, hidden_u, weight, labels, labels_u, 2.0)
     assert math.isclose(got.item(), expected, rel_tol=1e-6)
+    assert math.isclose(conditional.item(), sequence_logps(hidden, weight, labels).item(), rel_tol=1e-6)
     # scale 1 is the conditional distribution
-    one = guided_sequence_logps(hidden, hidden_u, weight, labels, labels_u, 1.0)
+    one, _ = guided_sequence_logps(hidden, hidden_u, weight, labels, labels_u, 1.0)
     assert math.isclose(one.item(), sequence_logps(hidden, weight, labels).item(), rel_tol=1e-6)
     with pytest.raises(ValueError, match="same tokens"):
         guided_sequence_logps(hidden, hidden_u, weight, labels, torch.tensor([[7, IGNORE, IGNORE, 1]]), 2.0)
