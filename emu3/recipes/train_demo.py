@@ -184,6 +184,10 @@ class DemoConfig:
     dpo_positive: float = 5.0
     # > 0: DPO on the guided distribution the sampler draws from, at this scale (dpo.DPOConfig.guidance)
     dpo_guidance: float = 0.0
+    # bf16 autocast in the decoder stages (pretraining, the fine-tunes, DPO) where bf16 is fast (GPUs,
+    # AVX512-BF16 CPUs; elsewhere they run in fp32 either way). The vision tokenizer's precision is its
+    # VQ config's (`bf16: false` in configs/train_vq/demo.yaml).
+    bf16: bool = True
     threads: int = 0
     # Where every stage computes: "cpu" or e.g. "cuda" (the VQ, the token corpus's encoding, the decoder
     # stages and DPO's sampling); the world's data and the checkers stay on the CPU.
@@ -256,14 +260,7 @@ def main(cfg: DemoConfig) -> Path:
 
     # 4. pretraining
     t0 = time.perf_counter()
-    base = TrainConfig(
-        out=str(out / "pretrain"), tokenizer=str(tok_dir), vq=str(vq_dir / "model"), model=cfg.model,
-        data=DataConfig(corpus=str(corpus), seq_len=cfg.seq_len, batch_size=cfg.batch_size, seed=cfg.seed,
-                        kinds=PRETRAIN_KINDS),
-        optim=OptimConfig(lr=cfg.pretrain_lr, min_lr=cfg.pretrain_lr / 10, warmup_steps=50),
-        loss=LossWeights(text=1.0, vision=0.5), steps=cfg.pretrain_steps, save_every=250, log_every=50,
-        seed=cfg.seed, threads=cfg.threads, compile=cfg.compile, device=cfg.device,
-    )  # fmt: skip
+    base = pretrain_config(cfg, out, tok_dir, vq_dir, corpus)
     if _stage("pretrain", out / "pretrain" / "model" / "config.json", log):
         pretrain.main(base)
     log["seconds"]["pretrain"] = round(time.perf_counter() - t0, 1)
@@ -349,6 +346,19 @@ def vq_configs(cfg: DemoConfig) -> list:
         name = "vq" if i == len(runs) - 1 else "vq-whole" if i == 0 else f"vq-tiles{i}"
         runs[i] = replace(run, out=str(out / name), init=str(Path(runs[i - 1].out) / "model") if i else base.init)
     return runs
+
+
+def pretrain_config(cfg: DemoConfig, out: Path, tok_dir: Path, vq_dir: Path, corpus: Path) -> TrainConfig:
+    """Next-token pretraining on every kind of the world's records, text 1.0 / vision 0.5; the fine-tunes
+    derive from it (`sft_config`), so its device, threads, compile and precision reach them all."""
+    return TrainConfig(
+        out=str(out / "pretrain"), tokenizer=str(tok_dir), vq=str(vq_dir / "model"), model=cfg.model,
+        data=DataConfig(corpus=str(corpus), seq_len=cfg.seq_len, batch_size=cfg.batch_size, seed=cfg.seed,
+                        kinds=PRETRAIN_KINDS),
+        optim=OptimConfig(lr=cfg.pretrain_lr, min_lr=cfg.pretrain_lr / 10, warmup_steps=50),
+        loss=LossWeights(text=1.0, vision=0.5), steps=cfg.pretrain_steps, save_every=250, log_every=50,
+        seed=cfg.seed, threads=cfg.threads, compile=cfg.compile, device=cfg.device, bf16=cfg.bf16,
+    )  # fmt: skip
 
 
 def sft_config(pretrain_cfg: TrainConfig, cfg: DemoConfig) -> TrainConfig:
@@ -482,7 +492,7 @@ def dpo_config(cfg: DemoConfig, sft_dir: Path, prefs: Path, out: Path):
                          optim=OptimConfig(lr=cfg.dpo_lr, min_lr=cfg.dpo_lr / 10, warmup_steps=10),
                          beta=cfg.dpo_beta, nll_weight=0.2, mask_shared=cfg.dpo_mask_shared,
                          positive=cfg.dpo_positive, guidance=cfg.dpo_guidance, save_every=100,
-                         log_every=20, threads=cfg.threads, device=cfg.device)  # fmt: skip
+                         log_every=20, threads=cfg.threads, device=cfg.device, bf16=cfg.bf16)  # fmt: skip
 
 
 def _world_records(cfg: DemoConfig) -> list[dict]:
