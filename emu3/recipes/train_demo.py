@@ -9,7 +9,8 @@ Stages (each skipped when its output already exists, so an interrupted run resum
     4. pretrain   next-token pretraining, text 1.0 / vision 0.5 (pretrain recipe)
     5. sft        fine-tuning on Q&A and captions (sft recipe)
     6. dpo        sample several images per prompt, rank them with the world's checker (standing in
-                  for the paper's human raters), train on best-vs-worst pairs (dpo recipe)
+                  for the paper's human raters), train on best-vs-worst pairs (dpo recipe); with
+                  `dpo_rounds` > 1 again (dpo_r2, ...) on fresh prompts, from the round before
     6b. gen       optional: a generation-only fine-tune of the DPO model (text -> image, the real
                   digits drawn more often), exported as the folder's generation model
     6c. chat      optional: an understanding-only fine-tune (Emu3-Chat), exported as chat/
@@ -285,7 +286,6 @@ def main(cfg: DemoConfig) -> Path:
 
     # 6. preference optimisation with checker-ranked samples
     t0 = time.perf_counter()
-    prefs = out / "preferences"
     if runs_dpo(cfg):
         start = out / "sft" / "model"
         for r in range(1, cfg.dpo_rounds + 1):  # each round from (and against) the one before
@@ -505,7 +505,8 @@ def generation_stage(cfg: DemoConfig) -> str:
 
 
 def dpo_config(cfg: DemoConfig, sft_dir: Path, prefs: Path, out: Path):
-    """DPO from the SFT model on the preference corpus `prefs`: `dpo_epochs` passes, 8 pairs a step."""
+    """DPO from `sft_dir` (the SFT model, or the previous round's), which is also its reference, on the
+    preference corpus `prefs`: `dpo_epochs` passes, 8 pairs a step."""
     from emu3.recipes import dpo
 
     pairs_per_step = 8
