@@ -187,8 +187,9 @@ class DemoConfig:
     dpo_guidance: float = 0.0
     # > 1: more DPO rounds, each on fresh prompts (`dpo_prompts` more, from another seed) sampled from the
     # previous round's model, which is also its start and reference (stages dpo_r2, dpo_r3, ...). From a
-    # fresh run's DPO model, a second round on new prompts: +0.007 (2 SE 0.005) on 4,000 held-out prompts;
-    # on round one's prompts again: -0.004 (0.006) (README, "A second DPO round").
+    # fresh run's DPO model, a second round on new prompts: +0.007 (2 SE 0.005) on 4,000 held-out prompts
+    # (+0.009, 0.005, in a second run); on round one's prompts again: -0.004 (0.006) (README, "A second
+    # DPO round"). One by default: the docs and the shipped model are round one's.
     dpo_rounds: int = 1
     # bf16 autocast in the decoder stages (pretraining, the fine-tunes, DPO) where bf16 is fast (GPUs,
     # AVX512-BF16 CPUs; elsewhere they run in fp32 either way). The vision tokenizer's precision is its
