@@ -290,7 +290,7 @@ def main(cfg: DemoConfig) -> Path:
     if runs_dpo(cfg):
         start = out / "sft" / "model"
         for r in range(1, cfg.dpo_rounds + 1):  # each round from (and against) the one before
-            stage, prefs = dpo_stage(r), out / ("preferences" if r == 1 else f"preferences_r{r}")
+            stage, prefs = dpo_stage(r), out / ("preferences" + round_suffix(r))
             if _stage(stage + "-data", prefs / "meta.json", log):
                 log[stage + "_data"] = _preference_pairs(cfg, start, prefs, r)
             if _stage(stage, out / stage / "model" / "config.json", log):  # its pairs are read only if it runs
@@ -492,7 +492,12 @@ def tuned_stage(cfg: DemoConfig) -> str:
 
 def dpo_stage(r: int) -> str:
     """The folder of DPO round `r` (from 1): "dpo", then "dpo_r2", "dpo_r3", ..."""
-    return "dpo" if r == 1 else f"dpo_r{r}"
+    return "dpo" + round_suffix(r)
+
+
+def round_suffix(r: int) -> str:
+    """What DPO round `r`'s folders (its model, its pairs) add to round one's names: "", "_r2", ..."""
+    return "" if r == 1 else f"_r{r}"
 
 
 def chat_start(cfg: DemoConfig) -> str:
