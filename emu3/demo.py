@@ -22,7 +22,8 @@ DEMO_SIZES = {"text_to_image": 16, "digits": 10, "digit_recognition": 16, "vqa":
 # `emu3 eval` sample counts per task, as multiples of --n (text-to-image prompts); 0: the whole split.
 EVAL_SHARES = {"text_to_image": 1.0, "text_to_image_no_cfg": 1.0, "compositional": 0.5, "vqa": 1.0, "captioning": 0.4,
                "video_extension": 0.064, "video": 0.032, "digits": 0.4, "digit_recognition": 0,
-               "vq_round_trip": 0.4, "vqa_round_trip": 1.0, "vqa_jpeg": 1.0, "read_drawings": 1.0}  # fmt: skip
+               "vq_round_trip": 0.4, "vqa_round_trip": 1.0, "vqa_jpeg": 1.0, "read_drawings": 1.0,
+               "colour_binding": 1.0}  # fmt: skip
 
 
 def sampling_overrides(args: argparse.Namespace) -> dict:

@@ -231,6 +231,19 @@ def where_questions(scene: Scene) -> list[tuple[str, str]]:
     return [(f"where is the {o.colour} {o.shape}?", position_phrase(o.cell)) for o in unique]
 
 
+def binding_question(rng: random.Random) -> tuple[Scene, str, str, str]:
+    """A scene of two objects that differ in shape and in colour, and "what colour is the <shape>?" about
+    one of them (either, with equal chance): (scene, question, its colour, the other object's colour).
+    A reader that sees both colours but not which shape has which answers the other colour half the time."""
+    while True:
+        scene = sample_scene(rng, n_objects=2)
+        a, b = scene.objects
+        if a.shape != b.shape and a.colour != b.colour:
+            break
+    asked, other = (a, b) if rng.random() < 0.5 else (b, a)
+    return scene, f"what colour is the {asked.shape}?", asked.colour, other.colour
+
+
 def _q_exists(scene: Scene, rng: random.Random) -> tuple[str, str]:
     if rng.random() < 0.5:
         obj = rng.choice(scene.objects)
