@@ -188,7 +188,7 @@ def parse_caption(text: str) -> Scene | None:
 
 def questions(scene: Scene, rng: random.Random, n: int = 3) -> list[tuple[str, str]]:
     """Question/answer pairs about colour, shape, count, position and existence."""
-    makers = [_q_count, _q_colour, _q_shape, _q_where, _q_exists]
+    makers = [_q_count, _q_colour, _q_shape, _q_where, exists_question]
     out: list[tuple[str, str]] = []
     for maker in rng.sample(makers, len(makers)):
         qa = maker(scene, rng)
@@ -244,7 +244,9 @@ def binding_question(rng: random.Random) -> tuple[Scene, str, str, str]:
     return scene, f"what colour is the {asked.shape}?", asked.colour, other.colour
 
 
-def _q_exists(scene: Scene, rng: random.Random) -> tuple[str, str]:
+def exists_question(scene: Scene, rng: random.Random) -> tuple[str, str]:
+    """The question "is there a <colour> <shape>?": half the time about an object of the scene ("yes"),
+    else about a seen colour-shape pair the scene lacks ("no")."""
     if rng.random() < 0.5:
         obj = rng.choice(scene.objects)
         return f"is there a {obj.colour} {obj.shape}?", "yes"
