@@ -97,8 +97,8 @@ class DemoConfig:
     # pretraining and SFT repeat the shipped model's exactly (VQA 0.884 / 0.932). Whether pretraining
     # learns which colour goes with which shape is a draw (see `reading_check`): one of six measured
     # draws of this recipe did, the shipped one; the same tokenizer with its codes renamed did not, so
-    # the draw is the decoder's start against the codes, not the tokenizer's quality (README, "Today's
-    # recipe, retrained from scratch").
+    # the draw is the decoder's training (its start, its data order) against the codes, not the
+    # tokenizer's quality (README, "Today's recipe, retrained from scratch").
     vq_from: str = ""
     text_vocab: int = 400
     model: ModelConfig = field(default_factory=lambda: DEMO_MODEL)
@@ -109,7 +109,7 @@ class DemoConfig:
     # After pretraining, this many held-out "what colour is the <shape>?" questions about two objects of
     # other shapes and colours (`emu3 eval --tasks colour_binding`), logged as training_log's
     # "pretrain_reading", with a warning below READING_WARN; 0: off (about 3 s at 200). Whether the
-    # decoder has learnt which colour goes with which shape shows there, half an hour before the end:
+    # decoder has learnt which colour goes with which shape shows there, some 25 minutes before the end:
     # the shipped draw 0.89; five other draws 0.50-0.69 (they guess between the two colours), and no
     # fine-tune measured made up for it (chat/ VQA 0.79; README, "Today's recipe, retrained from scratch").
     reading_check: int = 200
@@ -382,8 +382,8 @@ def reading_check(model_dir: Path, cfg: DemoConfig) -> dict:
         print(
             f"WARNING: below {READING_WARN}: this pretrained decoder has not learnt which colour goes with which "
             "shape (0.5: it guesses), and no fine-tune measured has made up for that (VQA stayed at 0.72-0.79), "
-            "so expect the understanding targets to be missed. It is a draw of the decoder's start against the "
-            "codes; `vq_from=shipped` with the default seed repeats the shipped model's draw exactly (README, "
+            "so expect the understanding targets to be missed. It is a draw of the decoder's training against "
+            "the codes; `vq_from=shipped` with the default seed repeats the shipped model's draw exactly (README, "
             '"Today\'s recipe, retrained from scratch").'
         )
     return out
