@@ -25,8 +25,6 @@ import torch
 from benchmarks.results_file import write_result
 from emu3.eval import world
 from emu3.generate.pipeline import Pipeline
-from emu3.tokens import format as fmt
-from emu3.tokens import templates
 from emu3.worlds import shapes
 from emu3.worlds.data import EVAL_SEED_OFFSET
 
@@ -50,9 +48,7 @@ def is_there_auc(pipe: Pipeline, side: int, n: int = 200) -> dict:
     for _ in range(n):
         scene = shapes.sample_scene(rng)
         question, answer = shapes.exists_question(scene, rng)
-        codes = pipe.encode_images([shapes.render(scene, side)])[0]
-        turn = templates.Message("user", pipe.reading_order((fmt.Image(codes), question)))
-        ids = templates.chat_prompt([turn], pipe.tok, system=pipe.cfg.system)
+        (ids,) = pipe.question_prompts([shapes.render(scene, side)], [question])
         logits = pipe.decoder(torch.tensor([ids], device=pipe.generator.device))[0, -1].float()
         margins.append(float(logits[yes] - logits[no]))
         present.append(answer == "yes")

@@ -442,12 +442,18 @@ class Pipeline:
     @torch.inference_mode()
     def ask_batch(self, images: Sequence[np.ndarray], questions: Sequence[str], **kwargs) -> list[str]:
         """One question per image, answered together in one left-padded batch (greedy by default)."""
+        prompts = self.question_prompts(images, questions)
+        return self._answers(prompts, kwargs.pop("max_new_tokens", None), **kwargs)
+
+    @torch.inference_mode()
+    def question_prompts(self, images: Sequence[np.ndarray], questions: Sequence[str]) -> list[list[int]]:
+        """The ids `ask_batch` answers after: one user turn per image and question, in the model's
+        reading order, up to and including the assistant's tag."""
         if len(images) != len(questions):
             raise ValueError(f"got {len(images)} images but {len(questions)} questions")
         turns = [[templates.Message("user", self.reading_order((fmt.Image(c), q)))]
                  for c, q in zip(self.encode_images(images), questions, strict=True)]  # fmt: skip
-        prompts = [templates.chat_prompt(t, self.tok, system=self.cfg.system) for t in turns]
-        return self._answers(prompts, kwargs.pop("max_new_tokens", None), **kwargs)
+        return [templates.chat_prompt(t, self.tok, system=self.cfg.system) for t in turns]
 
     def caption(self, image: np.ndarray, **kwargs) -> str:
         """A caption in the pretraining understanding layout: BOS <image> -> caption."""

@@ -390,13 +390,11 @@ def reading_check(model_dir: Path, cfg: DemoConfig) -> dict:
 
 
 def vq_from_folder(vq_from: str) -> Path:
-    """The folder `vq_from` names ("shipped": the shipped model's), checked to hold a vision tokenizer."""
-    from emu3.convert.vq import read_vq_config
-
+    """The folder `vq_from` names ("shipped": the shipped model's); loading it checks that it holds a
+    vision tokenizer (`load_vision_tokenizer` names the folder if not)."""
     folder = SHIPPED_MODEL if vq_from == "shipped" else Path(vq_from)
     if not folder.is_dir():
         raise FileNotFoundError(f"vq_from={vq_from!r}: no such folder ({folder})")
-    read_vq_config(folder)  # raises, naming the folder, if it holds no vision tokenizer config
     return folder
 
 
