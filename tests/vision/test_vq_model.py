@@ -35,6 +35,21 @@ def test_images_are_encoded_independently_of_their_batch(vq):
     assert torch.equal(vq.encode_image(x)[1:2], vq.encode_image(x[1:2]))
 
 
+def test_encode_and_decode_ignore_the_callers_autocast(vq):
+    # The codes are the fp32 model's: a bf16 autocast around a pipeline must not change them (it changed
+    # 55% of the demo tokenizer's codes before encode / decode turned it off).
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    v = torch.rand(2, 8, 3, 16, 16) * 2 - 1
+    plain = vq.encode_image(x), vq.encode_video(v)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = vq.encode_image(x), vq.encode_video(v), vq.decode_image(plain[0]), vq.decode_video(plain[1])
+        latents = vq._image_latents(x)  # the training path keeps the autocast
+    assert torch.equal(mixed[0], plain[0]) and torch.equal(mixed[1], plain[1])
+    assert mixed[2].dtype == mixed[3].dtype == torch.float32
+    assert torch.equal(mixed[2], vq.decode_image(plain[0])) and torch.equal(mixed[3], vq.decode_video(plain[1]))
+    assert latents.dtype == torch.bfloat16
+
+
 def test_training_forward_passes_gradients_straight_through():
     model = build_vq(config.tiny(), seed=1).train()
     v = torch.rand(2, 4, 3, 16, 16) * 2 - 1
