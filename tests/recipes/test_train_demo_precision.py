@@ -12,6 +12,7 @@ from emu3.recipes.train_demo import (
     dpo_config,
     gen_config,
     pretrain_config,
+    reading_config,
     sft_config,
 )
 
@@ -22,8 +23,9 @@ def test_every_decoder_stage_trains_at_the_demo_configs_precision(tmp_path, bf16
     run = Path("runs/d")
     base = pretrain_config(cfg, run, run / "tokenizer", run / "vq", run / "tokens")
     sft = sft_config(base, cfg)
-    stages = [base, sft, gen_config(sft, cfg), chat_config(sft, cfg), chat_round_trip_config(sft, cfg)]
-    assert [s.bf16 for s in stages] == [bf16] * 5
+    stages = [base, reading_config(base, cfg), sft, gen_config(sft, cfg), chat_config(sft, cfg)]
+    stages.append(chat_round_trip_config(sft, cfg))
+    assert [s.bf16 for s in stages] == [bf16] * 6
     assert base.vq == "runs/d/vq/model" and sft.init == "runs/d/pretrain/model"
     pair = [Example([1, 2, 3], [-100, 2, 3], "chosen"), Example([1, 2, 4], [-100, 2, 4], "rejected")]
     write_shard(tmp_path / "prefs", "pairs", pair * 8)
