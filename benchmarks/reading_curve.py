@@ -1,7 +1,7 @@
 """How train-demo's reading stage teaches a pretrained decoder to bind colours to shapes, step by step.
 
     PYTHONPATH=. python benchmarks/reading_curve.py RUN [--steps 300] [--lr 1e-3] [--every 50] [--n 100]
-                                                [--kinds qa] [--output FILE]
+                                                [--kinds qa] [--seed 0] [--output FILE]
 
 RUN is a train-demo folder holding tokenizer/, tokens/, vq/ and pretrain/model (e.g. a run whose reading
 check failed). The stage's training (`train_demo.reading_config`: the question conversations alone, from
@@ -37,13 +37,14 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=50)
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--kinds", default="qa", help="comma-separated corpus kinds to train on")
+    ap.add_argument("--seed", type=int, default=0, help="the run's seed (the stage's data order and start)")
     ap.add_argument("--output", default="benchmarks/results/reading_curve.json")
     args = ap.parse_args()
     run = args.run
     for part in ("tokenizer", "tokens", "vq/model", "pretrain/model"):
         if not (run / part).exists():
             raise SystemExit(f"{run} has no {part}: expected a train-demo folder trained up to pretraining")
-    cfg = train_demo.DemoConfig(out=str(run), pretrain_lr=args.lr, reading_steps=args.steps)
+    cfg = train_demo.DemoConfig(out=str(run), pretrain_lr=args.lr, reading_steps=args.steps, seed=args.seed)
     base = train_demo.pretrain_config(cfg, run, run / "tokenizer", run / "vq", run / "tokens")
     stage = replace(train_demo.reading_config(base, cfg), out=str(run / "reading_curve"), save_every=args.every,
                     data=replace(base.data, kinds=tuple(args.kinds.split(","))))  # fmt: skip
@@ -82,7 +83,7 @@ def main() -> None:
     finally:
         pretrain.save_checkpoint, pretrain.model_for = save, build
     write_result(args.output, {
-        "run": str(run), "steps": args.steps, "lr": args.lr, "kinds": args.kinds, "n": args.n,
+        "run": str(run), "steps": args.steps, "lr": args.lr, "kinds": args.kinds, "n": args.n, "seed": args.seed,
         "batch_size": stage.data.batch_size, "seconds": round(time.perf_counter() - started, 1), "curve": curve,
     })  # fmt: skip
 
