@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 from benchmarks.results_file import write_result
 from emu3.convert.vq import load_vision_tokenizer
 from emu3.eval.world import colour_binding
-from emu3.generate.pipeline import Pipeline, PipelineConfig
+from emu3.generate.pipeline import Pipeline
 from emu3.recipes import pretrain, train_demo
 from emu3.recipes.common import autocast
 from emu3.tokens.text import load_text_tokenizer
@@ -48,9 +47,7 @@ def main() -> None:
     base = train_demo.pretrain_config(cfg, run, run / "tokenizer", run / "vq", run / "tokens")
     stage = replace(train_demo.reading_config(base, cfg), out=str(run / "reading_curve"), save_every=args.every,
                     data=replace(base.data, kinds=tuple(args.kinds.split(","))))  # fmt: skip
-    with tempfile.TemporaryDirectory() as tmp:
-        train_demo._write_pipeline_defaults(Path(tmp), cfg, fine_tuned=False)
-        defaults = PipelineConfig.read(Path(tmp))
+    defaults = train_demo.pipeline_defaults(cfg, fine_tuned=False)
     vq, tok = load_vision_tokenizer(run / "vq" / "model"), load_text_tokenizer(run / "tokenizer")
     curve, live = [], []
 

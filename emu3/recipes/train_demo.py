@@ -743,6 +743,11 @@ def where_kinds(cfg: DemoConfig) -> tuple[str, ...]:
 
 
 def _write_pipeline_defaults(model_dir: Path, cfg: DemoConfig, fine_tuned: bool = True, vq_folder: str = "") -> None:
+    """`pipeline_defaults` written into `model_dir`."""
+    pipeline_defaults(cfg, fine_tuned, vq_folder).write(model_dir)
+
+
+def pipeline_defaults(cfg: DemoConfig, fine_tuned: bool = True, vq_folder: str = ""):
     """Generation defaults; a model that was not fine-tuned is asked in the layout pretraining used."""
     from emu3.generate.pipeline import PipelineConfig, PromptSampling
     from emu3.worlds import digits
@@ -750,7 +755,7 @@ def _write_pipeline_defaults(model_dir: Path, cfg: DemoConfig, fine_tuned: bool 
     size = (cfg.image_size, cfg.image_size)
     # Prompts like "the digit 7" are drawn at the digits' own guidance and temperature.
     families = (PromptSampling(digits.CAPTION_PATTERN, **digits.DRAW_SAMPLING),) if cfg.use_digits else ()
-    defaults = PipelineConfig(
+    return PipelineConfig(
         positive_suffix="",
         negative_prompt="",
         image_size=size,
@@ -764,7 +769,6 @@ def _write_pipeline_defaults(model_dir: Path, cfg: DemoConfig, fine_tuned: bool 
         vq_folder=vq_folder,
         prompt_sampling=families,
     )
-    defaults.write(model_dir)
 
 
 def _preference_pairs(cfg: DemoConfig, model_dir: Path, out: Path, r: int = 1) -> dict:
