@@ -777,7 +777,13 @@ def _preference_pairs(cfg: DemoConfig, model_dir: Path, out: Path, r: int = 1) -
     prompts, scorers = dpo_prompts(cfg, r)
     return sample_preference_pairs(model_dir, prompts, scorers, out, samples=cfg.dpo_samples,
                                    temperature=cfg.dpo_temperature, seed=round_seed(cfg, r),
-                                   device=cfg.device)  # fmt: skip
+                                   device=cfg.device, dtype=sampling_dtype(cfg))  # fmt: skip
+
+
+def sampling_dtype(cfg: DemoConfig):
+    """The decoder's dtype when a stage samples from it (DPO's pairs): the pipeline's own choice ("auto":
+    bf16 where the device runs it fast) under `bf16=true`, fp32 under `bf16=false`, as training."""
+    return "auto" if cfg.bf16 else torch.float32
 
 
 def round_seed(cfg: DemoConfig, r: int) -> int:
@@ -787,18 +793,19 @@ def round_seed(cfg: DemoConfig, r: int) -> int:
 
 def sample_preference_pairs(
     model_dir: Path, prompts: list[str], scorers: list, out: Path, *, samples: int = 4, temperature: float = 1.0,
-    seed: int = 0, device: str = "cpu",
+    seed: int = 0, device: str = "cpu", dtype="auto",
 ) -> dict:  # fmt: skip
     """Sample `samples` images per prompt (the model's guidance and top-k, at `temperature`) and score
     each with its prompt's scorer (shapes: the checker; digits: a second judge, not the evaluation's);
     every two samples of one prompt whose scores differ by at least 0.2 make a (better, worse) pair,
-    written as a preference corpus to `out`."""
+    written as a preference corpus to `out`. `dtype`: the decoder's while sampling (`Pipeline.load`'s)."""
     from emu3.data.shards import Example, write_shard
     from emu3.generate.pipeline import Pipeline
     from emu3.tokens import templates
 
     # Every prompt at `temperature` and the model's guidance, digits too (not their `prompt_sampling`).
-    pipe = Pipeline.load(model_dir, device=device).with_config(temperature=temperature, prompt_sampling=())
+    pipe = Pipeline.load(model_dir, device=device, dtype=dtype)
+    pipe = pipe.with_config(temperature=temperature, prompt_sampling=())
     h, w = pipe.latent_size()
     pairs, scores_all = [], []
     for i in range(0, len(prompts), 8):

@@ -77,3 +77,36 @@ def test_no_pairs_when_every_sample_scores_the_same(tmp_path):
     folder = tiny_pipeline(seed=0).with_config(image_size=(16, 16)).save(tmp_path / "model")
     with pytest.raises(SystemExit, match="no preference pairs"):
         sample_preference_pairs(folder, ["a red circle"], [lambda image: 0.5], tmp_path / "prefs", samples=2)
+
+
+class _Loaded(Exception):
+    pass
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_pairs_are_sampled_in_the_precision_training_asked_for(tmp_path, bf16):
+    """bf16=false keeps DPO's sampling in fp32 too (the pipeline alone picks bf16 on a bf16 CPU)."""
+    import torch
+
+    from emu3.generate.pipeline import Pipeline
+    from emu3.recipes.train_demo import DemoConfig, _preference_pairs
+    from tests.helpers.tiny_pipeline import tiny_pipeline
+
+    folder = tiny_pipeline(seed=0).with_config(image_size=(16, 16)).save(tmp_path / "model")
+    load, loaded = Pipeline.load, []
+
+    def spy(*args, **kwargs):  # the pipeline DPO samples from, then stop
+        loaded.append(load(*args, **kwargs))
+        raise _Loaded
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Pipeline, "load", staticmethod(spy))
+        with pytest.raises(_Loaded):
+            _preference_pairs(DemoConfig(bf16=bf16, dpo_prompts=1), folder, tmp_path / "prefs")
+    dtype = next(loaded[0].decoder.parameters()).dtype
+    if bf16:  # the pipeline's own choice for this device
+        from emu3.model.precision import compute_dtype
+
+        assert dtype == compute_dtype("auto", "cpu")
+    else:
+        assert dtype == torch.float32
