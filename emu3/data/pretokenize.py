@@ -112,7 +112,7 @@ def examples(
                 yield from _image_examples(index, record, codes, tok, cfg)
             elif record.get("video") is not None:
                 frames = np.asarray(_load(record, "video"))
-                pixels = torch.stack([to_pixels(f, vq.cfg.pixel_multiple) for f in frames])[None]
+                pixels = torch.stack([to_pixels(f, vq.cfg.video_pixel_multiple) for f in frames])[None]
                 codes = vq.encode_video(pixels.to(vq.device, vq.dtype))[0].cpu()
                 yield from _video_examples(index, record, codes, tok, cfg)
             elif isinstance(record.get("text"), str) and record["text"].strip():

@@ -379,7 +379,7 @@ class Pipeline:
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise ValueError(f"expected (T, H, W, 3) uint8 frames, got {frames.dtype} {tuple(frames.shape)}")
-        return np.stack([resize_to_multiple(x, self.vq.cfg.pixel_multiple) for x in frames])
+        return np.stack([resize_to_multiple(x, self.vq.cfg.video_pixel_multiple) for x in frames])
 
     def video_window(self, text_tokens: int, h: int, w: int, max_len: int | None = None) -> int:
         """The most latent frames (given and new) of an h x w video that fit in the model's context (or
@@ -413,7 +413,7 @@ class Pipeline:
         """(T, H, W, 3) uint8 -> (t, h, w) codes."""
         from emu3.vision.image_io import to_pixels
 
-        pixels = torch.stack([to_pixels(f, self.vq.cfg.pixel_multiple) for f in frames])
+        pixels = torch.stack([to_pixels(f, self.vq.cfg.video_pixel_multiple) for f in frames])
         return self.vq.encode_video(pixels[None].to(self._vq_device(), self._vq_dtype()))[0].cpu()
 
     def decode_video(self, codes: Tensor) -> np.ndarray:

@@ -210,7 +210,7 @@ def main(cfg: VQTrainConfig) -> Path:
             parts = [(vq.reconstruct_image(pixels), pixels[:, None])]
             if n_video:
                 chosen = torch.randint(len(clips), (n_video,), generator=gen).tolist()
-                frames = torch.stack([_to_clip(clips[i], vq.cfg.pixel_multiple) for i in chosen]).to(cfg.device)
+                frames = torch.stack([_to_clip(clips[i], vq.cfg.video_pixel_multiple) for i in chosen]).to(cfg.device)
                 parts.append((vq.reconstruct(frames), frames))
         l1 = sum((r.pixels.float() - x).abs().mean() * x.shape[0] for r, x in parts) / cfg.batch_size
         l2 = sum(F.mse_loss(r.pixels.float(), x) * x.shape[0] for r, x in parts) / cfg.batch_size

@@ -61,6 +61,11 @@ class VQConfig:
         return self.tile_size or self.spatial_factor
 
     @property
+    def video_pixel_multiple(self) -> int:
+        """What video frame sides must be multiples of: the tile size if videos are tiled, else one cell."""
+        return self.video_tile_size or self.spatial_factor
+
+    @property
     def video_tile_size(self) -> int:
         """The tile size videos are encoded and decoded in (0: whole frames)."""
         return self.tile_size if self.tile_videos else 0

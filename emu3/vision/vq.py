@@ -214,14 +214,14 @@ class VQModel(nn.Module):
 
     def _latents(self, frames: Tensor) -> Tensor:
         """(B, T, 3, H, W) -> (B, t, h, w, D) pre-quantisation vectors."""
-        self._check_pixels(frames)
+        self._check_pixels(frames, self.cfg.video_pixel_multiple)
         frames, grid = self._split(frames.to(self.dtype), self.cfg.video_tile_size)
         z = self.quant_conv(self.encoder(frames))  # (B, D, t, h, w)
         return self._merge(z, grid).permute(0, 2, 3, 4, 1)
 
     def _image_latents(self, pixels: Tensor) -> Tensor:
         """(B, 3, H, W) -> (B, 1, h, w, D): the image as a clip of identical frames (spec 2.5)."""
-        self._check_pixels(pixels)
+        self._check_pixels(pixels, self.cfg.pixel_multiple)
         pixels, grid = self._split(pixels.to(self.dtype), self.cfg.tile_size)
         z = self.encoder.forward_still(pixels, self.cfg.temporal_downsample_factor)
         return self._merge(self.quant_conv(z), grid).permute(0, 2, 3, 4, 1)
@@ -295,14 +295,14 @@ class VQModel(nn.Module):
         return Reconstruction(self._decode(q.z_q, self.cfg.tile_size, first_frame_only=True), q.codes, q.codebook_loss,
                               q.commitment_loss, z)  # fmt: skip
 
-    def _check_pixels(self, frames: Tensor) -> None:
+    def _check_pixels(self, frames: Tensor, m: int) -> None:
+        """Sides of at least one latent cell, multiples of `m` (one cell, or the tile the frames are split in)."""
         h, w = frames.shape[-2:]
         f = self.cfg.spatial_factor
         if h < f or w < f:
             raise ValueError(f"images must be at least {f}x{f} pixels (one latent cell), got {h}x{w}")
-        m = self.cfg.pixel_multiple  # one latent cell, or the tile of a tiling tokenizer
         if h % m or w % m:
-            tiled = f" (this tokenizer works in {m}x{m} pixel tiles)" if self.cfg.tile_size else ""
+            tiled = f" (this tokenizer works in {m}x{m} pixel tiles)" if m != f else ""
             raise ValueError(
                 f"image sides must be multiples of {m}{tiled}, got {h}x{w}; resize first (image_io.smart_resize)"
             )

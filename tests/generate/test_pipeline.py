@@ -91,6 +91,20 @@ def test_video_generation_and_extension(pipe):
         pipe.extend_video(clip[:6], "x", new_frames=1)
 
 
+def test_a_tokenizer_that_tiles_only_images_takes_videos_in_whole_latent_cells():
+    """tile_videos=false: a 20x12 clip is extended at its own size, not resized to the 8 px image tiles."""
+    from emu3.vision.config import tiny as tiny_vq_config
+    from emu3.vision.vq import build_vq
+    from tests.helpers.tiny_tokenizers import CODEBOOK_SIZE
+
+    vq = build_vq(tiny_vq_config(codebook_size=CODEBOOK_SIZE, tile_size=8, tile_videos=False)).eval()
+    pipe = tiny_pipeline(seed=0, vq=vq)
+    clip = np.random.default_rng(0).integers(0, 256, (4, 12, 20, 3), dtype=np.uint8)
+    assert pipe.vq_sized(clip).shape == clip.shape and tuple(pipe.encode_video(clip).shape) == (1, 3, 5)
+    longer = pipe.extend_video(clip, "a ball moving right", new_frames=1, seed=0)
+    assert longer.shape == (8, 12, 20, 3) and np.array_equal(longer[:4], clip)
+
+
 def test_a_video_longer_than_the_context_is_made_in_windows_that_reread_the_latest_frames(pipe, monkeypatch):
     from emu3.tokens import format as fmt
 

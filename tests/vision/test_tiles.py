@@ -84,3 +84,19 @@ def test_tile_videos_false_tiles_images_and_codes_videos_whole_frame(pair, tmp_p
     assert torch.equal(rec.codes, codes)
     loaded = load_vision_tokenizer(save_vision_tokenizer(mixed, tmp_path / "vq"))
     assert loaded.cfg == mixed.cfg and not loaded.cfg.tile_videos
+
+
+def test_whole_frame_videos_need_only_whole_latent_cells(pair):
+    """tile_videos=false: a video's sides are multiples of one latent cell, not of the image tile."""
+    whole, _ = pair
+    mixed = build_vq(config.tiny(tile_size=8, tile_videos=False), seed=3).eval()
+    mixed.load_state_dict(whole.state_dict())
+    assert (mixed.cfg.pixel_multiple, mixed.cfg.video_pixel_multiple) == (8, 4)
+    video = torch.rand(1, 4, 3, 12, 20) * 2 - 1  # 3x5 latent cells, no whole 8 px tile
+    assert torch.equal(mixed.encode_video(video), whole.encode_video(video))
+    assert mixed.reconstruct(video).pixels.shape == video.shape
+    with pytest.raises(ValueError, match="multiples of 8"):  # images still come in tiles
+        mixed.encode_image(video[:, 0])
+    tiled = build_vq(config.tiny(tile_size=8))
+    with pytest.raises(ValueError, match="multiples of 8"):  # a tiled tokenizer's videos too
+        tiled.encode_video(video)
