@@ -123,6 +123,9 @@ class DemoConfig:
     # (gen) 0.860 against 0.914. A draw that passes the check (the shipped one) skips the stage. 0: off
     # (then a failed check warns).
     reading_steps: int = 600
+    # What the reading stage trains on (a kind named n times is drawn n times as often): the questions
+    # alone by default; adding "t2i" keeps captions -> images in view while the decoder learns to read.
+    reading_kinds: tuple[str, ...] = ("qa",)
     sft_steps: int = 300
     # SFT draws the questions this many times as often as their share of the corpus. 2 with the moved
     # digits' extra reading examples: against the previous shipped model (1, no moved digits), VQA
@@ -238,6 +241,8 @@ class DemoConfig:
                 f"reading_steps={self.reading_steps}: expected >= 0, and the reading stage trains on the question "
                 "conversations: set qa_images > 0, or reading_steps=0"
             )
+        if self.reading_steps and "qa" not in self.reading_kinds:
+            raise ValueError(f"reading_kinds={self.reading_kinds}: the reading stage needs the questions (\"qa\")")
         if self.dpo_rounds < 1:
             raise ValueError(f"dpo_rounds={self.dpo_rounds}: expected 1 or more (dpo_prompts=0 turns DPO off)")
         if self.gen_steps < 0 or self.gen_digit_weight < 0 or (self.gen_steps and self.gen_lr <= 0):
@@ -496,11 +501,11 @@ def pretrain_config(cfg: DemoConfig, out: Path, tok_dir: Path, vq_dir: Path, cor
 
 
 def reading_config(pretrain_cfg: TrainConfig, cfg: DemoConfig) -> TrainConfig:
-    """The reading stage (DemoConfig.reading_steps): the question conversations alone, from the pretrained
-    model, at the pretraining learning rate decaying to a tenth of it."""
+    """The reading stage (DemoConfig.reading_steps): `reading_kinds` (the question conversations alone by
+    default), from the pretrained model, at the pretraining learning rate decaying to a tenth of it."""
     out = Path(pretrain_cfg.out).parent
     return replace(pretrain_cfg, out=str(out / "reading"), init=str(out / "pretrain" / "model"),
-                   steps=cfg.reading_steps, save_every=100, data=replace(pretrain_cfg.data, kinds=("qa",)),
+                   steps=cfg.reading_steps, save_every=100, data=replace(pretrain_cfg.data, kinds=cfg.reading_kinds),
                    optim=OptimConfig(lr=cfg.pretrain_lr, min_lr=cfg.pretrain_lr / 10, warmup_steps=20))  # fmt: skip
 
 

@@ -68,6 +68,8 @@ def test_the_stage_trains_on_the_questions_alone_from_the_pretrained_model_at_it
     sft = sft_config(base, cfg, init=run / "reading" / "model")
     assert sft.init == "runs/d/reading/model" and sft_config(base, cfg).init == "runs/d/pretrain/model"
     assert chat_config(sft, replace(cfg, chat_steps=5, chat_from="pretrain")).init == "runs/d/reading/model"
+    mixed = replace(cfg, reading_kinds=("qa", "qa", "t2i"))  # drawings kept in view, a third as often
+    assert reading_config(base, mixed).data.kinds == ("qa", "qa", "t2i")
 
 
 def test_bad_reading_settings_are_refused_up_front():
@@ -76,6 +78,9 @@ def test_bad_reading_settings_are_refused_up_front():
     with pytest.raises(ValueError, match="qa_images"):
         DemoConfig(qa_images=0)
     DemoConfig(qa_images=0, reading_steps=0)
+    with pytest.raises(ValueError, match="reading_kinds"):
+        DemoConfig(reading_kinds=("t2i",))
+    DemoConfig(reading_kinds=("t2i",), reading_steps=0)
     DemoConfig(qa_images=0, reading_check=0)
 
 
