@@ -242,7 +242,7 @@ class DemoConfig:
                 "conversations: set qa_images > 0, or reading_steps=0"
             )
         if self.reading_steps and "qa" not in self.reading_kinds:
-            raise ValueError(f"reading_kinds={self.reading_kinds}: the reading stage needs the questions (\"qa\")")
+            raise ValueError(f'reading_kinds={self.reading_kinds}: the reading stage needs the questions ("qa")')
         if self.dpo_rounds < 1:
             raise ValueError(f"dpo_rounds={self.dpo_rounds}: expected 1 or more (dpo_prompts=0 turns DPO off)")
         if self.gen_steps < 0 or self.gen_digit_weight < 0 or (self.gen_steps and self.gen_lr <= 0):
