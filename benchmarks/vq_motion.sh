@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The video tokenizer that reached a 2.08 px floor at 72 px (1.85 at 64 px, the object found in 99.8%
-# of frames; README "Video: the tokenizer holds it back", benchmarks/results/vq_clip_length.json),
+# of frames; README "Video: the tokenizer holds it back", benchmarks/results/vq_clip_length.json; rerun 2026-11-28: 2.11 px, benchmarks/results/video_decoder_h200/),
 # as one command: the six `emu3 train-vq` runs of that table, in order, from the shipped tokenizer,
 # whole images throughout (no tiles), 1,700 steps, the last 900 with 16-frame clips. Then its floors.
 #
-#   bash benchmarks/vq_motion.sh OUT [DEVICE]    # about 2 hours on a 2-core CPU in fp32
+#   bash benchmarks/vq_motion.sh OUT [DEVICE]    # about 40 minutes on a 2-core AVX512 CPU in fp32, alone
 #
 # A finished run is skipped, so a stopped chain resumes at the run it was in. STEPS_DIV=N divides every
 # run's steps by N (a smoke test of the chain). Run from the repository root with the venv active.
