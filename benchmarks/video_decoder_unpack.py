@@ -12,7 +12,6 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file, save_file
 
 

@@ -57,19 +57,19 @@ def test_the_stage_runs_only_for_a_failed_check_and_when_on():
     assert not needs_reading_stage(DemoConfig(reading_check=0), failed)  # turned off on a resumed run
 
 
-def test_the_stage_trains_on_the_questions_alone_from_the_pretrained_model_at_its_rate():
+def test_the_stage_trains_on_the_questions_and_some_drawings_from_the_pretrained_model_at_its_rate():
     cfg = DemoConfig(reading_steps=7, pretrain_lr=2e-3)
     run = Path("runs/d")
     base = pretrain_config(cfg, run, run / "tokenizer", run / "vq", run / "tokens")
     reading = reading_config(base, cfg)
     assert reading.init == "runs/d/pretrain/model" and reading.out == "runs/d/reading"
-    assert reading.data.kinds == ("qa",) and reading.steps == 7 and reading.optim.lr == 2e-3
+    assert reading.data.kinds == ("qa",) * 8 + ("t2i",) and reading.steps == 7 and reading.optim.lr == 2e-3
     assert reading.loss == base.loss and reading.data.corpus == base.data.corpus and reading.model == base.model
     sft = sft_config(base, cfg, init=run / "reading" / "model")
     assert sft.init == "runs/d/reading/model" and sft_config(base, cfg).init == "runs/d/pretrain/model"
     assert chat_config(sft, replace(cfg, chat_steps=5, chat_from="pretrain")).init == "runs/d/reading/model"
-    mixed = replace(cfg, reading_kinds=("qa", "qa", "t2i"))  # drawings kept in view, a third as often
-    assert reading_config(base, mixed).data.kinds == ("qa", "qa", "t2i")
+    alone = replace(cfg, reading_kinds=("qa",))  # the questions alone (the stage before 2026-11-28)
+    assert reading_config(base, alone).data.kinds == ("qa",)
 
 
 def test_bad_reading_settings_are_refused_up_front():
