@@ -25,15 +25,12 @@ if [ -n "${MORE:-}" ]; then  # the decoder of an earlier call on this machine, g
   python3 - "$work/pretrain/model" "$MORE" "$OUT/extension_greedy_$MORE.json" <<'EOF'
 import json
 import sys
-from dataclasses import replace
+from pathlib import Path
 
-from emu3.eval import world
-from emu3.generate.pipeline import Pipeline
+from benchmarks.video_scaling import extension
 
-pipe = Pipeline.load(sys.argv[1], device="cuda")
-pipe.cfg = replace(pipe.cfg, temperature=1.0, top_k=1, guidance=1.0)  # as video_scaling.py's greedy
-r = world.video_extension(pipe, n=int(sys.argv[2]), seed=0)
-json.dump({k: v for k, v in r.items() if k != "examples"}, open(sys.argv[3], "w"), indent=1)
+r = extension(Path(sys.argv[1]), int(sys.argv[2]), "cuda", greedy=True)
+Path(sys.argv[3]).write_text(json.dumps(r, indent=1) + "\n")
 print({k: v for k, v in r.items() if not isinstance(v, list)})
 EOF
   exit
