@@ -432,9 +432,9 @@ def _check_reading(stage_dir: Path, cfg: DemoConfig, repair: bool) -> dict:
         print(
             f"WARNING: below {READING_WARN}: this decoder has not learnt which colour goes with which shape (0.5: "
             "it guesses), so expect the understanding targets to be missed. The reading stage (reading_steps, "
-            "900 by default) trains it on the questions (with some drawings) after pretraining, which has taught "
-            "such draws; "
-            "`vq_from=shipped` with the default seed repeats the shipped model's draw exactly (README, "
+            f"{DemoConfig.reading_steps} by default) trains it on the questions (with some drawings) after "
+            "pretraining, which has taught such draws; `vq_from=shipped` with the default seed repeats the "
+            "shipped model's draw exactly (README, "
             '"Learning to read").'
         )
     return reading
