@@ -104,6 +104,9 @@ class DemoConfig:
     model: ModelConfig = field(default_factory=lambda: DEMO_MODEL)
     seq_len: int = 416  # a 16-frame 72 px video with its caption is about 385 tokens
     batch_size: int = 16
+    # Rows per pretraining step (0: batch_size); the later stages keep batch_size. A GPU run with many
+    # clips (videos=20000) pretrains on 32 rows a step, as benchmarks/video_scaling.py's decoder did.
+    pretrain_batch_size: int = 0
     pretrain_steps: int = 1350
     pretrain_lr: float = 1e-3
     # After pretraining, this many held-out "what colour is the <shape>?" questions about two objects of
@@ -247,6 +250,8 @@ class DemoConfig:
             )
         if self.reading_steps and "qa" not in self.reading_kinds:
             raise ValueError(f'reading_kinds={self.reading_kinds}: the reading stage needs the questions ("qa")')
+        if self.pretrain_batch_size < 0:
+            raise ValueError(f"pretrain_batch_size={self.pretrain_batch_size}: expected >= 0 (0: batch_size)")
         if self.dpo_rounds < 1:
             raise ValueError(f"dpo_rounds={self.dpo_rounds}: expected 1 or more (dpo_prompts=0 turns DPO off)")
         if self.gen_steps < 0 or self.gen_digit_weight < 0 or (self.gen_steps and self.gen_lr <= 0):
@@ -319,7 +324,7 @@ def main(cfg: DemoConfig) -> Path:
     t0 = time.perf_counter()
     base = pretrain_config(cfg, out, tok_dir, vq_dir, corpus)
     if _stage("pretrain", out / "pretrain" / "model" / "config.json", log):
-        pretrain.main(base)
+        pretrain.main(replace(base, data=replace(base.data, batch_size=cfg.pretrain_batch_size or cfg.batch_size)))
         if cfg.reading_check > 0:
             _check_reading(out / "pretrain", cfg, repair=cfg.reading_steps > 0)
     if (out / "pretrain" / READING_FILE).exists():  # kept beside the stage, so a resumed run logs it too
@@ -713,9 +718,11 @@ def _tokenize_world(cfg: DemoConfig, vq_dir: Path, tok_dir: Path, corpus: Path) 
     texts += ["You are a helpful assistant. USER: ASSISTANT:"] * 50
     tok = train_text_tokenizer(texts, cfg.text_vocab, vq.cfg.codebook_size)
     tok.save(tok_dir)
-    # Eight images per VQ call: the same codes as 64 (each image's do not depend on its batch), in half the
-    # time on a CPU (measured: 3.9 ms an image against 8.1 ms; bigger batches outgrow the caches).
-    pcfg = PretokenizeConfig(understanding=0.3, null_caption=0.1, shard_size=4000, batch_size=8,
+    # Eight images per VQ call on a CPU: the same codes as 64 (each image's do not depend on its batch), in
+    # half the time (measured: 3.9 ms an image against 8.1 ms; bigger batches outgrow the caches). A GPU
+    # takes 64 (benchmarks/video_scaling.py's tokens), where small calls leave it waiting on launches.
+    pcfg = PretokenizeConfig(understanding=0.3, null_caption=0.1, shard_size=4000,
+                             batch_size=8 if cfg.device == "cpu" else 64,
                              qa_per_example=cfg.qa_per_image, question_first=asks_first(cfg),
                              question_twice=asks_twice(cfg))  # fmt: skip
     stats = pretokenize(records, corpus, vq, tok, pcfg)
