@@ -93,8 +93,10 @@ class DemoConfig:
     vq_tile_videos: bool = True
     # "" trains the vision tokenizer (the settings above). Else a folder holding a trained one (a VQ
     # folder, or a model folder with its VQ inside), or "shipped" for the shipped model's: its weights
-    # are copied to <out>/vq/model and the VQ stage is skipped. With "shipped" and the default seed,
-    # pretraining and SFT repeat the shipped model's exactly (VQA 0.884 / 0.932). Whether pretraining
+    # are copied to <out>/vq/model and the VQ stage is skipped. With the tokenizer shipped before
+    # 2026-11-28 and the default seed, pretraining and SFT repeated that model's exactly (VQA 0.884 /
+    # 0.932); the one shipped since is the motion tokenizer (README, "The shipped model on that
+    # tokenizer"). Whether pretraining
     # learns which colour goes with which shape is a draw (see `reading_check`): one of six measured
     # draws of this recipe did, the shipped one; the same tokenizer with its codes renamed did not, so
     # the draw is the decoder's training (its start, its data order) against the codes, not the
@@ -195,6 +197,13 @@ class DemoConfig:
     # "Emu3-Gen"). The chat model still starts from the DPO model (`chat_from`), not from this one.
     gen_steps: int = 0
     gen_digit_weight: int = 10
+    # The gen stage also draws videos (kind "t2v", this many times as often as their share), so that the
+    # generation model keeps up its video while it specialises on images and digits. 0: images only. The
+    # generation model shipped since 2026-11-28 came from `gen_steps=3000 gen_video_weight=1 gen_lr=2e-4`
+    # (from a GPU run's DPO model): video extension 2.08 px at 72 px, against 2.38 after 300 steps on
+    # images only and 2.33 for the DPO model; text-to-image 0.932 (README, "The shipped model on that
+    # tokenizer").
+    gen_video_weight: int = 0
     gen_lr: float = 1e-4
     # torch.compile each decoder block for pretraining and the fine-tunes (+17% tokens/s in
     # benchmarks/train_throughput.json, after about 30 s of compiling per stage). Off: the shipped
@@ -254,10 +263,12 @@ class DemoConfig:
             raise ValueError(f"pretrain_batch_size={self.pretrain_batch_size}: expected >= 0 (0: batch_size)")
         if self.dpo_rounds < 1:
             raise ValueError(f"dpo_rounds={self.dpo_rounds}: expected 1 or more (dpo_prompts=0 turns DPO off)")
-        if self.gen_steps < 0 or self.gen_digit_weight < 0 or (self.gen_steps and self.gen_lr <= 0):
+        weights = (self.gen_digit_weight, self.gen_video_weight)
+        if self.gen_steps < 0 or min(weights) < 0 or (self.gen_steps and self.gen_lr <= 0):
             raise ValueError(
-                f"gen_steps={self.gen_steps}, gen_digit_weight={self.gen_digit_weight}, gen_lr={self.gen_lr}: "
-                "expected steps and weight >= 0 and, with steps, a positive learning rate"
+                f"gen_steps={self.gen_steps}, gen_digit_weight={self.gen_digit_weight}, "
+                f"gen_video_weight={self.gen_video_weight}, gen_lr={self.gen_lr}: expected steps and weights >= 0 "
+                "and, with steps, a positive learning rate"
             )
         if self.chat_from not in CHAT_FROM:
             raise ValueError(f"chat_from={self.chat_from!r}: expected one of {', '.join(CHAT_FROM)}")
@@ -615,12 +626,14 @@ def round_trip_records(cfg: DemoConfig, vq, batch_size: int = 32) -> list[dict]:
 
 def gen_config(sft_cfg: TrainConfig, cfg: DemoConfig) -> TrainConfig:
     """The generation-only fine-tune: from the DPO model (the SFT model without a DPO stage) at `gen_lr`,
-    on text -> image examples only: the world's, and `gen_digit_weight` times the digits to draw."""
+    on text -> image examples only: the world's, and `gen_digit_weight` times the digits to draw; with
+    `gen_video_weight`, text -> video examples too."""
     out = Path(sft_cfg.out).parent
     digits = ("t2i:digit",) * cfg.gen_digit_weight if cfg.use_digits else ()
+    videos = ("t2v",) * cfg.gen_video_weight
     return replace(sft_cfg, out=str(out / "gen"), init=str(out / tuned_stage(cfg) / "model"), steps=cfg.gen_steps,
                    optim=OptimConfig(lr=cfg.gen_lr, min_lr=cfg.gen_lr / 10, warmup_steps=20),
-                   data=replace(sft_cfg.data, kinds=("t2i", *digits)))  # fmt: skip
+                   data=replace(sft_cfg.data, kinds=("t2i", *digits, *videos)))  # fmt: skip
 
 
 def _check_corpus_draws_digits(cfg: DemoConfig, corpus: Path) -> None:

@@ -55,9 +55,15 @@ def test_the_gen_stage_starts_from_the_dpo_model_and_draws_the_digits_gen_digit_
     ]  # fmt: skip
     shapes_only = DemoConfig(gen_steps=10, use_digits=False)
     assert gen_config(sft_config(_base(), shapes_only), shapes_only).data.kinds == ("t2i",)
+    with_videos = DemoConfig(gen_steps=10, gen_digit_weight=2, gen_video_weight=3)
+    assert gen_config(sft_config(_base(), with_videos), with_videos).data.kinds == (
+        ("t2i",) + ("t2i:digit",) * 2 + ("t2v",) * 3
+    )
 
 
-@pytest.mark.parametrize("bad", [{"gen_steps": -1}, {"gen_digit_weight": -2}, {"gen_steps": 5, "gen_lr": 0.0}])
+@pytest.mark.parametrize(
+    "bad", [{"gen_steps": -1}, {"gen_digit_weight": -2}, {"gen_video_weight": -1}, {"gen_steps": 5, "gen_lr": 0.0}]
+)
 def test_a_bad_gen_setting_is_refused_before_any_stage_runs(bad):
     with pytest.raises(ValueError, match="gen_"):
         DemoConfig(**bad)

@@ -1,0 +1,84 @@
+"""The shipped model's last step (2026-11-28): train-demo's gen stage rerun on the CPU from a GPU run's
+DPO model, with videos (`gen_video_weight`), then the shipped layout.
+
+`benchmarks/train_demo_video_gpu.sh` trained every stage on one H200 and `demo_transfer.py unpack`
+rebuilt them in RUN (RUN/dpo/model, RUN/model with chat/). The GPU's corpus did not come back (over the
+files a rented machine returns), so this tokenises what the gen stage reads, and only that, with the
+run's own text tokenizer: the world's 20,000 captioned scenes and the real digits twice (kind "t2i"),
+the digits to draw ("t2i:digit") and the first CLIPS of the world's clips ("t2v"; the GPU corpus has
+20,000). Then the gen stage from RUN/dpo/model with the run's overrides plus those given here, and the
+export: the gen model in RUN's layout with RUN/model/chat beside it, into OUT/model.
+
+    python benchmarks/demo_gen_cpu.py runs/vdemo runs/vqm/tile3/model runs/vgen --clips 8000 -- \\
+        gen_steps=3000 gen_video_weight=1 gen_lr=2e-4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+from pathlib import Path
+
+# benchmarks/train_demo_video_gpu.sh's overrides (gen_* come from the command line)
+RUN_ARGS = ("videos=20000", "pretrain_steps=6000", "pretrain_batch_size=32", "chat_steps=500", "chat_digit_weight=5",
+            "chat_round_trip_steps=400", "chat_round_trip_weight=2")  # fmt: skip
+
+
+def corpus(run: Path, vq_folder: Path, out: Path, clips: int, size: int, seed: int) -> None:
+    from emu3.convert.vq import load_vision_tokenizer, save_vision_tokenizer
+    from emu3.data.pretokenize import PretokenizeConfig, pretokenize
+    from emu3.tokens.text import load_text_tokenizer
+    from emu3.worlds import data
+
+    vq = load_vision_tokenizer(vq_folder)
+    save_vision_tokenizer(vq, out / "vq" / "model")
+    tok = load_text_tokenizer(run / "dpo" / "model")
+    tok.save(out / "tokenizer")
+    records = list(data.shapes_captions(20000, seed=seed, image_size=size))
+    records += [{**r, "understanding": 0.0} for r in data.digit_captions("train", image_size=size)] * 2
+    records += list(data.motion_videos(clips, seed=seed, frames=16, image_size=size))
+    random.Random(seed).shuffle(records)
+    records += list(data.digit_drawings(image_size=size))
+    pcfg = PretokenizeConfig(understanding=0.0, null_caption=0.1, shard_size=4000, batch_size=8)
+    print(pretokenize(records, out / "tokens", vq, tok, pcfg))
+
+
+def main() -> None:
+    from emu3.configuration import load
+    from emu3.recipes import sft, train_demo
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run", type=Path, help="the GPU run, unpacked (RUN/dpo/model, RUN/model/chat)")
+    p.add_argument("vq", type=Path, help="its vision tokenizer")
+    p.add_argument("out", type=Path)
+    p.add_argument("--clips", type=int, default=8000)
+    p.add_argument("overrides", nargs="*", help="gen stage overrides (after --)")
+    a = p.parse_args()
+    cfg = load(train_demo.DemoConfig, None, [f"out={a.out}", f"vq_from={a.vq}", *RUN_ARGS, *a.overrides])
+    if not (a.out / "tokens" / "meta.json").exists():
+        corpus(a.run, a.vq, a.out, a.clips, cfg.image_size, cfg.seed)
+    if not (a.out / "dpo" / "model").exists():
+        shutil.copytree(a.run / "dpo" / "model", a.out / "dpo" / "model")
+    base = train_demo.pretrain_config(cfg, a.out, a.out / "tokenizer", a.out / "vq", a.out / "tokens")
+    gen = train_demo.gen_config(train_demo.sft_config(base, cfg), cfg)
+    if not (a.out / "gen" / "model" / "config.json").exists():
+        sft.main(gen)
+    final = a.out / "model"
+    train_demo._export(a.out / "gen" / "model", final, cfg)
+    shutil.copytree(a.run / "model" / train_demo.CHAT_FOLDER, final / train_demo.CHAT_FOLDER, dirs_exist_ok=True)
+    log = json.loads((a.run / "model" / "training_log.json").read_text())
+    log["config"] = {k: str(v) for k, v in cfg.__dict__.items()}
+    rows = [json.loads(x) for x in (a.out / "gen" / "metrics.jsonl").read_text().splitlines()]
+    log["gen_first"], log["gen_last"] = rows[0], rows[-1]
+    log["stages"] = {
+        **log.get("stages", {}),
+        "gen": f"rerun on the CPU by benchmarks/demo_gen_cpu.py ({a.clips} clips)",
+    }
+    (final / "training_log.json").write_text(json.dumps(log, indent=2) + "\n")
+    print(f"exported {final}")
+
+
+if __name__ == "__main__":
+    main()
