@@ -1,5 +1,5 @@
 """The shipped model's last step (2026-11-28): train-demo's gen stage rerun on the CPU from a GPU run's
-DPO model, with videos (`gen_video_weight`), then the shipped layout.
+DPO model (its last round, `dpo_rounds`), with videos (`gen_video_weight`), then the shipped layout.
 
 `benchmarks/train_demo_video_gpu.sh` trained every stage on one H200 and `demo_transfer.py unpack`
 rebuilt them in RUN (RUN/dpo/model, RUN/model with chat/). The GPU's corpus did not come back (over the
@@ -26,7 +26,7 @@ RUN_ARGS = ("videos=20000", "pretrain_steps=6000", "pretrain_batch_size=32", "ch
             "chat_round_trip_steps=400", "chat_round_trip_weight=2")  # fmt: skip
 
 
-def corpus(run: Path, vq_folder: Path, out: Path, clips: int, size: int, seed: int) -> None:
+def corpus(run: Path, vq_folder: Path, out: Path, clips: int, cfg) -> None:
     from emu3.convert.vq import load_vision_tokenizer, save_vision_tokenizer
     from emu3.data.pretokenize import PretokenizeConfig, pretokenize
     from emu3.tokens.text import load_text_tokenizer
@@ -36,8 +36,10 @@ def corpus(run: Path, vq_folder: Path, out: Path, clips: int, size: int, seed: i
     save_vision_tokenizer(vq, out / "vq" / "model")
     tok = load_text_tokenizer(run / "dpo" / "model")
     tok.save(out / "tokenizer")
-    records = list(data.shapes_captions(20000, seed=seed, image_size=size))
-    records += [{**r, "understanding": 0.0} for r in data.digit_captions("train", image_size=size)] * 2
+    size, seed = cfg.image_size, cfg.seed
+    records = list(data.shapes_captions(cfg.captions, seed=seed, image_size=size))
+    digits = [{**r, "understanding": 0.0} for r in data.digit_captions("train", image_size=size)]
+    records += digits * cfg.digit_repeats
     records += list(data.motion_videos(clips, seed=seed, frames=16, image_size=size))
     random.Random(seed).shuffle(records)
     records += list(data.digit_drawings(image_size=size))
@@ -58,9 +60,10 @@ def main() -> None:
     a = p.parse_args()
     cfg = load(train_demo.DemoConfig, None, [f"out={a.out}", f"vq_from={a.vq}", *RUN_ARGS, *a.overrides])
     if not (a.out / "tokens" / "meta.json").exists():
-        corpus(a.run, a.vq, a.out, a.clips, cfg.image_size, cfg.seed)
-    if not (a.out / "dpo" / "model").exists():
-        shutil.copytree(a.run / "dpo" / "model", a.out / "dpo" / "model")
+        corpus(a.run, a.vq, a.out, a.clips, cfg)
+    start = train_demo.tuned_stage(cfg)  # the model the gen stage starts from: DPO's last round (dpo_rounds)
+    if not (a.out / start / "model").exists():
+        shutil.copytree(a.run / start / "model", a.out / start / "model")
     base = train_demo.pretrain_config(cfg, a.out, a.out / "tokenizer", a.out / "vq", a.out / "tokens")
     gen = train_demo.gen_config(train_demo.sft_config(base, cfg), cfg)
     if not (a.out / "gen" / "model" / "config.json").exists():
