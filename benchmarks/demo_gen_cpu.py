@@ -2,15 +2,20 @@
 DPO model (its last round, `dpo_rounds`), with videos (`gen_video_weight`), then the shipped layout.
 
 `benchmarks/train_demo_video_gpu.sh` trained every stage on one H200 and `demo_transfer.py unpack`
-rebuilt them in RUN (RUN/dpo/model, RUN/model with chat/). The GPU's corpus did not come back (over the
+rebuilt them in RUN (RUN/dpo/model, RUN/model with chat/). With `dpo_rounds=N` (N > 1), the DPO rounds
+after the first that RUN lacks run here first, into RUN, as train-demo's own stages dpo_r2, ... do (pairs
+sampled from the round before, then DPO from and against it). The GPU's corpus did not come back (over the
 files a rented machine returns), so this tokenises what the gen stage reads, and only that, with the
 run's own text tokenizer: the world's 20,000 captioned scenes and the real digits twice (kind "t2i"),
 the digits to draw ("t2i:digit") and the first CLIPS of the world's clips ("t2v"; the GPU corpus has
-20,000). Then the gen stage from RUN/dpo/model with the run's overrides plus those given here, and the
+20,000). Then the gen stage from DPO's last round with the run's overrides plus those given here, and the
 export: the gen model in RUN's layout with RUN/model/chat beside it, into OUT/model.
 
     python benchmarks/demo_gen_cpu.py runs/vdemo runs/vqm/tile3/model runs/vgen --clips 8000 -- \\
-        gen_steps=3000 gen_video_weight=1 gen_lr=2e-4
+        dpo_rounds=2 gen_steps=3000 gen_video_weight=1 gen_lr=2e-4
+
+(the shipped model's command, since 2026-11-28 with `dpo_rounds=2`: round two about 6 minutes, the
+corpus 7, the gen stage 29).
 """
 
 from __future__ import annotations
@@ -47,6 +52,23 @@ def corpus(run: Path, vq_folder: Path, out: Path, clips: int, cfg) -> None:
     print(pretokenize(records, out / "tokens", vq, tok, pcfg))
 
 
+def later_dpo_rounds(run: Path, cfg) -> dict:
+    """DPO rounds 2..cfg.dpo_rounds that `run` lacks, trained in `run` with train-demo's own calls; returns
+    each new round's pair counts for the training log."""
+    from emu3.recipes import dpo, train_demo
+
+    made = {}
+    for r in range(2, cfg.dpo_rounds + 1):
+        stage, before = train_demo.dpo_stage(r), run / train_demo.dpo_stage(r - 1) / "model"
+        prefs = run / ("preferences" + train_demo.round_suffix(r))
+        if (run / stage / "model" / "config.json").exists():
+            continue
+        if not (prefs / "meta.json").exists():
+            made[stage + "_data"] = train_demo._preference_pairs(cfg, before, prefs, r)
+        dpo.main(train_demo.dpo_config(cfg, before, prefs, run / stage))
+    return made
+
+
 def main() -> None:
     from emu3.configuration import load
     from emu3.recipes import sft, train_demo
@@ -61,6 +83,7 @@ def main() -> None:
     cfg = load(train_demo.DemoConfig, None, [f"out={a.out}", f"vq_from={a.vq}", *RUN_ARGS, *a.overrides])
     if not (a.out / "tokens" / "meta.json").exists():
         corpus(a.run, a.vq, a.out, a.clips, cfg)
+    rounds = later_dpo_rounds(a.run, cfg)
     start = train_demo.tuned_stage(cfg)  # the model the gen stage starts from: DPO's last round (dpo_rounds)
     if not (a.out / start / "model").exists():
         shutil.copytree(a.run / start / "model", a.out / start / "model")
@@ -75,6 +98,11 @@ def main() -> None:
     log["config"] = {k: str(v) for k, v in cfg.__dict__.items()}
     rows = [json.loads(x) for x in (a.out / "gen" / "metrics.jsonl").read_text().splitlines()]
     log["gen_first"], log["gen_last"] = rows[0], rows[-1]
+    log.update(rounds)
+    for r in range(2, cfg.dpo_rounds + 1):
+        stage = train_demo.dpo_stage(r)
+        dpo_rows = [json.loads(x) for x in (a.run / stage / "metrics.jsonl").read_text().splitlines()]
+        log[f"{stage}_first"], log[f"{stage}_last"] = dpo_rows[0], dpo_rows[-1]
     log["stages"] = {
         **log.get("stages", {}),
         "gen": f"rerun on the CPU by benchmarks/demo_gen_cpu.py ({a.clips} clips)",

@@ -1,7 +1,7 @@
 """How much does classifier-free guidance help, and at which sampling temperature?
 
     python benchmarks/guidance_sweep.py [--model FOLDER] [--temperatures 0.6,0.8,1.0 --guidance 1,1.5,2,3]
-                                        [--min-p 0,0.1]
+                                        [--min-p 0,0.1] [--top-k 8,64]
 
 Text-to-image on the same held-out prompts and seeds for every (min-p, temperature, guidance), the rest
 of the sampling as the model's defaults (top-k etc.); for each min-p and temperature, each guidance
@@ -31,6 +31,7 @@ def main() -> None:
     p.add_argument("--temperatures", default="0.6,0.8,1.0")
     p.add_argument("--guidance", default="1,1.5,2,3", help="scales; the first is the baseline (1: none)")
     p.add_argument("--min-p", default="0", help="min-p values (0: off, BAAI's sampling)")
+    p.add_argument("--top-k", default="", help="top-k values (default: the model's)")
     p.add_argument("--seeds", default="7,8", help="evaluation seeds (the README table uses 0)")
     p.add_argument("--n", type=int, default=500, help="prompts per seed")
     p.add_argument("--output", default="benchmarks/results/guidance_sweep.json")
@@ -41,9 +42,10 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     min_ps = [float(m) for m in args.min_p.split(",")]
     pipe = Pipeline.load(folder)
+    top_ks = [int(k) for k in args.top_k.split(",")] if args.top_k else [pipe.cfg.top_k]
     started, rows = time.perf_counter(), []
-    for min_p, temperature in ((m, t) for m in min_ps for t in temperatures):
-        sampler = pipe.with_config(temperature=temperature, min_p=min_p, prompt_sampling=())
+    for top_k, min_p, temperature in ((k, m, t) for k in top_ks for m in min_ps for t in temperatures):
+        sampler = pipe.with_config(temperature=temperature, min_p=min_p, top_k=top_k, prompt_sampling=())
         items = {}
         for g in scales:
             runs = [world.text_to_image(sampler, n=args.n, seed=s, guidance=g) for s in seeds]
@@ -51,6 +53,7 @@ def main() -> None:
             mean, se = mean_se(items[g])
             by_objects = {k: float(np.mean([r["by_objects"][k] for r in runs])) for k in runs[0]["by_objects"]}
             row = {
+                "top_k": top_k,
                 "min_p": min_p,
                 "temperature": temperature,
                 "guidance": g,
@@ -63,8 +66,8 @@ def main() -> None:
             rows.append(row)
             extra = row.get("minus_baseline")
             shown = f", - g={scales[0]} {extra['difference']:+.4f} (2 SE {2 * extra['se']:.4f})" if extra else ""
-            print(f"min-p={min_p} T={temperature} g={g}: {mean:.4f} +- {se:.4f}{shown}", flush=True)
-    result = {"benchmark": "guidance_sweep", "model": str(folder), "top_k": pipe.cfg.top_k, "eval_seeds": seeds,
+            print(f"top-k={top_k} min-p={min_p} T={temperature} g={g}: {mean:.4f} +- {se:.4f}{shown}", flush=True)
+    result = {"benchmark": "guidance_sweep", "model": str(folder), "top_k": top_ks, "eval_seeds": seeds,
               "prompts_per_seed": args.n, "rows": rows,
               "minutes": round((time.perf_counter() - started) / 60, 1)}  # fmt: skip
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)

@@ -116,8 +116,8 @@ class PipelineConfig:
     # understanding model (Emu3-Chat) exported beside its generation model shares that model's VQ ("..").
     vq_folder: str = ""
     # Text-to-image sampling for families of prompts, used where a call sets no guidance or sampling of
-    # its own; the first entry that matches a prompt wins. The demo model draws digits best at guidance
-    # 3 and temperature 0.3 and its shapes scenes at 1.5 and 0.6 (README, "Generated digits").
+    # its own; the first entry that matches a prompt wins. The shipped demo model draws its digits at
+    # guidance 1.5 and temperature 0.3 and its shapes scenes at 1.5 and 0.6 (`digits.DRAW_SAMPLING`).
     prompt_sampling: tuple[PromptSampling, ...] = ()
 
     @classmethod
