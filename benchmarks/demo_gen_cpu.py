@@ -8,14 +8,14 @@ sampled from the round before, then DPO from and against it). The GPU's corpus d
 files a rented machine returns), so this tokenises what the gen stage reads, and only that, with the
 run's own text tokenizer: the world's 20,000 captioned scenes and the real digits twice (kind "t2i"),
 the digits to draw ("t2i:digit") and the first CLIPS of the world's clips ("t2v"; the GPU corpus has
-20,000). Then the gen stage from DPO's last round with the run's overrides plus those given here, and the
+20,000). Then the gen stage from DPO's last round with the shipped recipe's options (and any given here), and the
 export: the gen model in RUN's layout with RUN/model/chat beside it, into OUT/model.
 
-    python benchmarks/demo_gen_cpu.py runs/vdemo runs/vqm/tile3/model runs/vgen --clips 8000 -- \\
-        dpo_rounds=2 gen_steps=3000 gen_video_weight=1 gen_lr=2e-4
+    python benchmarks/demo_gen_cpu.py runs/vdemo runs/vqm/tile3/model runs/vgen --clips 8000
 
-(the shipped model's command, since 2026-11-28 with `dpo_rounds=2`: round two about 6 minutes, the
-corpus 7, the gen stage 29).
+(the shipped model's command; the options are configs/train_demo/shipped.yaml's, `dpo_rounds=2
+gen_steps=3000 gen_video_weight=1 gen_lr=2e-4` among them, and options after `--` override them:
+round two about 6 minutes, the corpus 7, the gen stage 29).
 """
 
 from __future__ import annotations
@@ -26,9 +26,8 @@ import random
 import shutil
 from pathlib import Path
 
-# benchmarks/train_demo_video_gpu.sh's overrides (gen_* come from the command line)
-RUN_ARGS = ("videos=20000", "pretrain_steps=6000", "pretrain_batch_size=32", "chat_steps=500", "chat_digit_weight=5",
-            "chat_round_trip_steps=400", "chat_round_trip_weight=2")  # fmt: skip
+# The shipped model's train-demo options (also what benchmarks/train_demo_video_gpu.sh runs)
+RECIPE = Path(__file__).resolve().parents[1] / "configs" / "train_demo" / "shipped.yaml"
 
 
 def corpus(run: Path, vq_folder: Path, out: Path, clips: int, cfg) -> None:
@@ -78,9 +77,9 @@ def main() -> None:
     p.add_argument("vq", type=Path, help="its vision tokenizer")
     p.add_argument("out", type=Path)
     p.add_argument("--clips", type=int, default=8000)
-    p.add_argument("overrides", nargs="*", help="gen stage overrides (after --)")
+    p.add_argument("overrides", nargs="*", help="train-demo options over configs/train_demo/shipped.yaml (after --)")
     a = p.parse_args()
-    cfg = load(train_demo.DemoConfig, None, [f"out={a.out}", f"vq_from={a.vq}", *RUN_ARGS, *a.overrides])
+    cfg = load(train_demo.DemoConfig, RECIPE, [f"out={a.out}", f"vq_from={a.vq}", *a.overrides])
     if not (a.out / "tokens" / "meta.json").exists():
         corpus(a.run, a.vq, a.out, a.clips, cfg)
     rounds = later_dpo_rounds(a.run, cfg)

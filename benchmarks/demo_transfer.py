@@ -7,10 +7,11 @@ with its config, text tokenizer and defaults, as <out>/<stage>.tgz, about 10 MB 
 `unpack` (here): each archive rebuilt as a loadable folder <dest>/<stage>/model with that vision
 tokenizer (`Pipeline.load(vq_folder=)` then `Pipeline.save`, as `emu3 pretrain` saves a model), then the
 shipped layout in <dest>/model exactly as train-demo exports it (`train_demo._export` of the gen stage,
-`export_chat` of the understanding stage), given the run's train-demo overrides.
+`export_chat` of the understanding stage), given the run's train-demo config file and overrides.
 
     python benchmarks/demo_transfer.py pack /tmp/emu3-vdemo/demo $OUT
-    python benchmarks/demo_transfer.py unpack runs/vdemo/gpu runs/vqt/tile1/model runs/vdemo -- videos=20000 ...
+    python benchmarks/demo_transfer.py unpack runs/vdemo/gpu runs/vqt/tile1/model runs/vdemo \\
+        --config configs/train_demo/shipped.yaml -- device=cpu ...
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-STAGES = ("pretrain", "sft", "dpo", "gen", "chat_rt")  # what the evaluation table and the export need
+# What the evaluation table and the export need (dpo_r2 under dpo_rounds=2): six archives of about 10 MB
+# and the two logs are 8 files and under 64 MiB, what a rented machine returns.
+STAGES = ("pretrain", "sft", "dpo", "dpo_r2", "gen", "chat_rt")
 VQ_PREFIX = "vqmodel."  # the vision tokenizer's tensors inside a model folder's model.safetensors
 
 
@@ -51,7 +54,7 @@ def pack(run: Path, out: Path) -> list[str]:
     return packed
 
 
-def unpack(archives: Path, vq: Path, dest: Path, overrides: list[str]) -> None:
+def unpack(archives: Path, vq: Path, dest: Path, overrides: list[str], config: Path | None = None) -> None:
     import torch
 
     from emu3.configuration import load
@@ -70,7 +73,7 @@ def unpack(archives: Path, vq: Path, dest: Path, overrides: list[str]) -> None:
             for f in Path(tmp).glob("emu3_pipeline.json"):  # the stage's own defaults, as trained
                 shutil.copy(f, folder)
         print(f"{stage}: {folder}")
-    cfg = load(train_demo.DemoConfig, None, [f"out={dest}", *overrides])
+    cfg = load(train_demo.DemoConfig, config, [f"out={dest}", *overrides])
     final = dest / "model"
     if (dest / "gen" / "model").exists():
         train_demo._export(dest / "gen" / "model", final, cfg)
@@ -94,13 +97,14 @@ def main() -> None:
     b.add_argument("archives", type=Path, help="the folder holding the <stage>.tgz files")
     b.add_argument("vq", type=Path, help="the vision tokenizer the run was trained with")
     b.add_argument("dest", type=Path)
+    b.add_argument("--config", type=Path, default=None, help="the run's train-demo config file, if it had one")
     b.add_argument("overrides", nargs="*", help="the run's train-demo overrides (after --)")
     args = p.parse_args()
     if args.cmd == "pack":
         args.out.mkdir(parents=True, exist_ok=True)
         print("packed", pack(args.run, args.out))
     else:
-        unpack(args.archives, args.vq, args.dest, args.overrides)
+        unpack(args.archives, args.vq, args.dest, args.overrides, args.config)
 
 
 if __name__ == "__main__":

@@ -21,17 +21,20 @@ mkdir -p "$OUT" "$WORK"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 [ "$DEVICE" = cpu ] || nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 
-# The shipped folder's recipe (README: `emu3 train-demo gen_steps=300 chat_steps=500 chat_digit_weight=5
-# chat_round_trip_steps=400 chat_round_trip_weight=2`), with 20,000 clips instead of 600 and pretraining
-# as benchmarks/video_scaling.py's decoder (32 rows a step); at 6,000 steps, about two thirds of the rows
-# are clips (a clip is ~385 tokens, a scene ~100), which is about the 128,000 clips that decoder saw.
-ARGS="vq_from=$VQ videos=20000 pretrain_steps=6000 pretrain_batch_size=32 gen_steps=300 chat_steps=500
-  chat_digit_weight=5 chat_round_trip_steps=400 chat_round_trip_weight=2 device=$DEVICE ${TRAIN_ARGS:-}"
+# The shipped model's recipe, configs/train_demo/shipped.yaml: 20,000 clips instead of 600 and
+# pretraining as benchmarks/video_scaling.py's decoder (32 rows a step; at 6,000 steps about two thirds
+# of the rows are clips, a clip ~385 tokens, a scene ~100: about the 128,000 clips that decoder saw), two
+# DPO rounds, a gen stage with videos, chat/. The run that made the shipped folder (at 33ff8c6) ran
+# `gen_steps=300` and one DPO round here, then round two and the gen stage on a CPU
+# (benchmarks/demo_gen_cpu.py); TRAIN_ARGS="dpo_rounds=1 gen_steps=300 gen_video_weight=0 gen_lr=1e-4"
+# repeats that first part.
+RECIPE=configs/train_demo/shipped.yaml
+ARGS="vq_from=$VQ device=$DEVICE ${TRAIN_ARGS:-}"
 start=$(date +%s)
 # shellcheck disable=SC2086  # ARGS is a list of key=value overrides, split on purpose
-timeout "${LIMIT:-540}" python3 -m emu3 train-demo out="$WORK/demo" $ARGS >"$OUT/train.log" 2>&1
+timeout "${LIMIT:-540}" python3 -m emu3 train-demo "$RECIPE" out="$WORK/demo" $ARGS >"$OUT/train.log" 2>&1
 echo "train-demo rc $? after $(($(date +%s) - start)) s"
 python3 benchmarks/demo_transfer.py pack "$WORK/demo" "$OUT"
 tr '\r' '\n' <"$OUT/train.log" | grep -E "^== |reading check|pairs|tokenised|written|min$|Error|error" | tail -40
-echo "unpack here: python benchmarks/demo_transfer.py unpack $OUT $VQ <dest> --" $ARGS | tr -s ' \n' ' '
+echo "unpack here: python benchmarks/demo_transfer.py unpack $OUT $VQ <dest> --config $RECIPE --" $ARGS | tr -s ' \n' ' '
 echo
