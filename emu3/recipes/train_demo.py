@@ -199,10 +199,10 @@ class DemoConfig:
     gen_digit_weight: int = 10
     # The gen stage also draws videos (kind "t2v", this many times as often as their share), so that the
     # generation model keeps up its video while it specialises on images and digits. 0: images only. The
-    # generation model shipped since 2026-11-28 came from `gen_steps=3000 gen_video_weight=1 gen_lr=2e-4`
-    # (from a GPU run's DPO model): video extension 2.08 px at 72 px, against 2.38 after 300 steps on
-    # images only and 2.33 for the DPO model; text-to-image 0.932 (README, "The shipped model on that
-    # tokenizer").
+    # generation model shipped at b7fad92 came from `gen_steps=3000 gen_video_weight=1 gen_lr=2e-4` (from a
+    # GPU run's DPO model): video extension 2.08 px at 72 px, against 2.38 after 300 steps on images only
+    # and 2.33 for the DPO model; text-to-image 0.932; the one shipped since is the same from a second DPO
+    # round (2.06 px; README, "The shipped model on that tokenizer"). Needs clips (`videos` > 0).
     gen_video_weight: int = 0
     gen_lr: float = 1e-4
     # torch.compile each decoder block for pretraining and the fine-tunes (+17% tokens/s in
@@ -269,6 +269,10 @@ class DemoConfig:
                 f"gen_steps={self.gen_steps}, gen_digit_weight={self.gen_digit_weight}, "
                 f"gen_video_weight={self.gen_video_weight}, gen_lr={self.gen_lr}: expected steps and weights >= 0 "
                 "and, with steps, a positive learning rate"
+            )
+        if self.gen_steps and self.gen_video_weight and self.videos <= 0:
+            raise ValueError(
+                f"gen_video_weight={self.gen_video_weight} draws clips, and videos={self.videos} makes none"
             )
         if self.chat_from not in CHAT_FROM:
             raise ValueError(f"chat_from={self.chat_from!r}: expected one of {', '.join(CHAT_FROM)}")
@@ -381,6 +385,7 @@ def main(cfg: DemoConfig) -> Path:
         t0 = time.perf_counter()
         if _stage("gen", out / "gen" / "model" / "config.json", log):
             _check_corpus_draws_digits(cfg, corpus)
+            _check_corpus_has_clips(cfg, corpus)
             sft.main(gen_config(sft_cfg, cfg))
         log["seconds"]["gen"] = round(time.perf_counter() - t0, 1)
 
@@ -643,6 +648,16 @@ def _check_corpus_draws_digits(cfg: DemoConfig, corpus: Path) -> None:
         raise SystemExit(
             f"{corpus} was tokenised without the digits the gen stage draws (gen_steps was 0 then): "
             "delete that folder so that train-demo tokenises the world again"
+        )
+
+
+def _check_corpus_has_clips(cfg: DemoConfig, corpus: Path) -> None:
+    """With `gen_video_weight`, a corpus without clips (tokenised with videos=0) would leave the gen stage
+    drawing no videos at all without a word."""
+    if cfg.gen_video_weight and "t2v" not in Corpus(corpus).kinds():
+        raise SystemExit(
+            f"{corpus} holds no clips (kind t2v) for gen_video_weight={cfg.gen_video_weight} to draw: tokenise the "
+            "world again with videos > 0 (delete that folder), or set gen_video_weight=0"
         )
 
 

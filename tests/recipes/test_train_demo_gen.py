@@ -117,6 +117,17 @@ def test_train_demo_refuses_a_corpus_tokenised_without_the_digits_to_draw(prepar
     assert not (run / "gen").exists()
 
 
+def test_train_demo_refuses_to_draw_videos_from_a_corpus_without_clips(prepared, tmp_path):
+    from emu3.recipes import train_demo
+
+    run = _run(prepared, tmp_path, "tokens-drawn")  # digits to draw, no clips
+    with pytest.raises(SystemExit, match="no clips"):
+        train_demo.main(_cfg(run, gen_video_weight=1))
+    assert not (run / "gen").exists()
+    with pytest.raises(ValueError, match="videos=0 makes none"):
+        _cfg(run, gen_video_weight=1, videos=0)
+
+
 def test_train_demo_exports_the_gen_stage_model_as_the_generation_model(prepared, tmp_path):
     from emu3.convert.decoder import load_decoder
     from emu3.recipes import train_demo
