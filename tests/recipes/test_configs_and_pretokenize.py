@@ -12,6 +12,7 @@ from emu3.configuration import load
 from emu3.data.shards import Corpus
 from emu3.recipes.common import TrainConfig
 from emu3.recipes.dpo import DPOConfig
+from emu3.recipes.train_demo import DemoConfig
 from emu3.recipes.train_vq import VQTrainConfig
 from emu3.robot.train import RobotTrainConfig
 from emu3.worlds import shapes
@@ -23,9 +24,10 @@ CONFIGS = {
     "dpo": DPOConfig,
     "train_vq": VQTrainConfig,
     "robot": RobotTrainConfig,
+    "train_demo": DemoConfig,
 }
 REQUIRED = {"pretrain": ["data.corpus=x", "tokenizer=y"], "sft": ["data.corpus=x", "init=y"],
-            "dpo": ["data.corpus=x", "init=y"], "train_vq": [], "robot": []}  # fmt: skip
+            "dpo": ["data.corpus=x", "init=y"], "train_vq": [], "robot": [], "train_demo": []}  # fmt: skip
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.name}")

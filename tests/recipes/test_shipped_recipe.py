@@ -10,8 +10,8 @@ from emu3.configuration import load
 from emu3.recipes.train_demo import DemoConfig
 
 RECIPE = Path(__file__).resolve().parents[2] / "configs" / "train_demo" / "shipped.yaml"
-# Where and on what a run went, not how it trained.
-PLACE = {"out", "vq_from", "device", "export"}
+# Where and on what a run went, not how it trained (vq_config: checked below, as a path in the checkout).
+PLACE = {"out", "vq_from", "device", "export", "vq_config"}
 
 
 def test_shipped_recipe_is_the_shipped_models_training_log():
@@ -23,3 +23,4 @@ def test_shipped_recipe_is_the_shipped_models_training_log():
     differ = {k: (str(getattr(cfg, k)), logged[k]) for k in fields if str(getattr(cfg, k)) != logged[k]}
     assert not differ, f"recipe vs shipped log: {differ}"
     assert cfg != DemoConfig(), "the recipe is not the defaults (the one-hour CPU recipe)"
+    assert Path(logged["vq_config"]).parts[-3:] == Path(cfg.vq_config).parts[-3:]  # configs/train_vq/demo.yaml
