@@ -8,7 +8,7 @@
 # Writes to $OUT: gpu.txt, train.log, training_log.json (seconds per stage), eval.log and one
 # eval_<model>.json per checkpoint (the same prompts and seeds, so their items are paired).
 # TRAIN_LIMIT / EVAL_LIMIT (seconds) bound the two long steps. TRAIN_ARGS adds train-demo overrides,
-# e.g. TRAIN_ARGS="vq_clip_frames=16 vq_tile_videos=false" for the video tokenizer (README, "Video").
+# e.g. TRAIN_ARGS="vq_clip_frames=16 vq_tile_videos=false" for the video tokenizer (docs/history.md, "Video").
 # Runs with `python3` from the checkout
 # (PYTHONPATH), so the machine needs torch, numpy, safetensors, tokenizers, tiktoken, regex, pillow,
 # pyyaml, tqdm and scikit-learn, not an install of this package.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The shipped recipe on a vision tokenizer made for motion, with 20,000 clips in pretraining, on one
-# CUDA GPU: what the video target needs (README, "Video: the tokenizer holds it back"). The tokenizer
+# CUDA GPU: what the video target needs (docs/history.md, "Video: the tokenizer holds it back"). The tokenizer
 # is trained beforehand (here, on the CPU) and carried: VQ=... names its folder.
 #
 #   VQ=runs/vqt/tile1/model OUT=runs/vdemo/gpu bash benchmarks/train_demo_video_gpu.sh

@@ -18,7 +18,7 @@ transformer (600 clips among 27,000 other examples). This measures both, on vide
 alone on a tokenizer trained elsewhere), `--vq-clip-frames` sets the training clips' length (16 since
 2026-11-27: with 4, one latent frame, the later chunks of a clip are never trained; the floor's
 `chunks_alone` shows what each chunk would be worth on its own).
-Measured on one H200 (README, "Video: the tokenizer holds it back"): benchmarks/results/video_scaling_h200/.
+Measured on one H200 (docs/history.md, "Video: the tokenizer holds it back"): benchmarks/results/video_scaling_h200/.
 
 Writes JSON (each stage's seconds and scores) to -o after every stage, so a run stopped by a time
 limit keeps what it measured.

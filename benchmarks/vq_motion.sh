@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The video tokenizer that reached a 2.08 px floor at 72 px (1.85 at 64 px, the object found in 99.8%
-# of frames; README "Video: the tokenizer holds it back", benchmarks/results/vq_clip_length.json; rerun 2026-11-28: 2.11 px, benchmarks/results/video_decoder_h200/),
+# of frames; docs/history.md "Video: the tokenizer holds it back", benchmarks/results/vq_clip_length.json; rerun 2026-11-28: 2.11 px, benchmarks/results/video_decoder_h200/),
 # as one command: the six `emu3 train-vq` runs of that table, in order, from the shipped tokenizer,
 # whole images throughout (no tiles), 1,700 steps, the last 900 with 16-frame clips; then three runs with
 # images on tiles (tile1-3, the shipped model's tokenizer since 2026-11-28). Then their floors.
@@ -38,7 +38,7 @@ run clips4 300 init="$out/clips3/model" batch_size=6 video_fraction=0.5 clip_fra
   optim.lr=0.00015 optim.min_lr=0.000015 optim.warmup_steps=10
 
 # Then images on 24 px tiles, videos still whole-frame (tile_videos=false), half then a third of each batch of 6
-# 16-frame clips: the tokenizer of the shipped model since 2026-11-28 (README, "The shipped model on
+# 16-frame clips: the tokenizer of the shipped model since 2026-11-28 (docs/history.md, "The shipped model on
 # that tokenizer"): images round-trip 0.87 / 0.955 / 1.0 on the checker after each run, video floor
 # 2.01 / 1.89 / 1.75 px at 72 px (1.56 at 64). About 17 more minutes.
 run tile1 200 init="$out/clips4/model" batch_size=6 video_fraction=0.5 clip_frames=16 video_clips=4000 \

@@ -108,7 +108,7 @@ def mask_shared_tokens(chosen: Example, rejected: Example) -> tuple[Example, Exa
 
     A shared prefix cancels in DPO's margin anyway (same tokens, same context). After the first
     difference the contexts differ, so shared tokens no longer cancel and only add noise to the margin;
-    the demo world's image pairs differ in about 14 of their 91 image tokens (README, "DPO")."""
+    the demo world's image pairs differ in about 14 of their 91 image tokens (docs/history.md, "DPO")."""
     a, b = chosen.tokens, rejected.tokens
     if len(a) == len(b):
         shared = {i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x == y}

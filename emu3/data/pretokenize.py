@@ -54,7 +54,7 @@ class PretokenizeConfig:
     batch_size: int = 32  # images per VQ call
     qa_per_example: int = 1  # questions about one image asked as the turns of one chat example
     # Also emit every question alone, before its image (kind "qa_first"). Read after the question, each
-    # image token can check itself against what is asked; read first, it cannot (see README, "Where").
+    # image token can check itself against what is asked; read first, it cannot (see docs/history.md, "Where").
     question_first: bool = False
     question_twice: bool = False  # with question_first: the question again after the image
 

@@ -161,7 +161,7 @@ def colour_binding(pipe: Pipeline, n: int = 60, seed: int = 0) -> dict:
     """`shapes.binding_question` about n held-out two-object scenes: the share answered with the asked
     object's colour ("accuracy") and with the other object's ("other"). 0.5 and 0.5: the model reads
     both colours but does not know which shape has which (what a decoder that has not learnt to read
-    its vision tokenizer does; README, "Today's recipe, retrained from scratch")."""
+    its vision tokenizer does; docs/history.md, "Today's recipe, retrained from scratch")."""
     rng = random.Random(EVAL_SEED_OFFSET + 80_000 + seed)
     cases = [shapes.binding_question(rng) for _ in range(n)]
     images = [shapes.render(scene, _side(pipe)) for scene, *_ in cases]

@@ -6,7 +6,7 @@ distribution, not the guided one: that is contrastive decoding's plausibility co
 2023), and it matters for guidance. Guidance multiplies the ratio p_cond / p_uncond by itself `g - 1`
 times, so a token both streams think nearly impossible, but the unconditional one a little more so,
 can come out on top; on the demo model at guidance 3, such tokens draw stray strokes into empty cells
-(README, "Strong guidance"). Filtering on the conditional probabilities first leaves guidance to choose
+(docs/history.md, "Strong guidance"). Filtering on the conditional probabilities first leaves guidance to choose
 among tokens the prompt itself finds plausible, and with guidance off it is plain min-p.
 
 Sampling uses the exponential-race form of the categorical draw (argmax of p / E with E ~ Exp(1)),

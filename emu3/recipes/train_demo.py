@@ -82,25 +82,25 @@ class DemoConfig:
     # does not carry over from whole images to tiled clips: a 16-frame round trip of the shipped
     # tokenizer finds the object in 24% of frames, 27 px off. Off by default: a run with it (600 tiled
     # steps, then 200 with a quarter clips; 66% found, 5.9 px) left video extension as bad as before and
-    # scored lower elsewhere (README, "Tried on the tiled model").
+    # scored lower elsewhere (docs/history.md, "Tried on the tiled model").
     vq_clip_steps: int = 0
     vq_clip_fraction: float = 0.25
     # Frames per training clip in every VQ round (0: the VQ config's, 4 for the shipped tokenizer) and
     # whether videos are tiled like images. A 4-frame clip is one latent frame, so the temporal layers
     # never learn to read a chunk after another; 16 as the evaluation's clips, with whole-frame videos,
-    # is what the next GPU run is for (README, "Video: the tokenizer holds it back").
+    # is what the next GPU run is for (docs/history.md, "Video: the tokenizer holds it back").
     vq_clip_frames: int = 0
     vq_tile_videos: bool = True
     # "" trains the vision tokenizer (the settings above). Else a folder holding a trained one (a VQ
     # folder, or a model folder with its VQ inside), or "shipped" for the shipped model's: its weights
     # are copied to <out>/vq/model and the VQ stage is skipped. With the tokenizer shipped before
     # 2026-11-28 and the default seed, pretraining and SFT repeated that model's exactly (VQA 0.884 /
-    # 0.932); the one shipped since is the motion tokenizer (README, "The shipped model on that
+    # 0.932); the one shipped since is the motion tokenizer (docs/history.md, "The shipped model on that
     # tokenizer"). Whether pretraining
     # learns which colour goes with which shape is a draw (see `reading_check`): one of six measured
     # draws of this recipe did, the shipped one; the same tokenizer with its codes renamed did not, so
     # the draw is the decoder's training (its start, its data order) against the codes, not the
-    # tokenizer's quality (README, "Today's recipe, retrained from scratch").
+    # tokenizer's quality (docs/history.md, "Today's recipe, retrained from scratch").
     vq_from: str = ""
     text_vocab: int = 400
     model: ModelConfig = field(default_factory=lambda: DEMO_MODEL)
@@ -123,12 +123,12 @@ class DemoConfig:
     # the answers are 2.4% of the weighted loss (a few tokens against every image's codes), and whether
     # the decoder learns to look things up from so little is a draw; from the answers alone it does: two
     # failed draws bound colours to shapes after 300 steps (0.52 and 0.525 -> 0.99 and 0.985), and "is
-    # there a <colour> <shape>?" came later (yes-no AUC 0.50 -> 0.93 in 300 more; README, "Learning to
+    # there a <colour> <shape>?" came later (yes-no AUC 0.50 -> 0.93 in 300 more; docs/history.md, "Learning to
     # read"). Questions alone (600 steps) cost drawing: on the fresh-tokenizer draw, VQA (chat/) 0.920
     # against 0.790 without the stage, text-to-image (gen) 0.860 against 0.914. Hence `reading_kinds`:
     # with the drawings a third of the stage's examples, and 900 steps (the questions still get 600
     # steps' worth), the same draw ends at VQA 0.960 (chat/), text-to-image 0.918 (gen), digits 0.905
-    # and 0.953: the understanding, drawing and digit targets met (one draw measured; README, "Learning
+    # and 0.953: the understanding, drawing and digit targets met (one draw measured; docs/history.md, "Learning
     # to read"). A draw that passes the check (the shipped one) skips the stage. 0: off (then a failed
     # check warns). About 9 minutes here.
     reading_steps: int = 900
@@ -147,7 +147,7 @@ class DemoConfig:
     # (kind "qa_first:where", drawn `sft_where_weight` times as often as their share); the exported model
     # is asked that way. Pretraining keeps BAAI's image-then-question conversations either way. Read
     # after the question, each image token can check itself against what is asked, which "where is the
-    # X?" needs (README, "Where"). Off: in 300-470 SFT steps, enough questions for VQA >= 0.95 leave too
+    # X?" needs (docs/history.md, "Where"). Off: in 300-470 SFT steps, enough questions for VQA >= 0.95 leave too
     # few images for text-to-image >= 0.90. `question_first=true question_twice=true sft_qa_weight=1
     # sft_steps=400 dpo_prompts=600` (59 minutes by stage): VQA 0.968, text-to-image 0.884 (seed 0).
     question_first: bool = False
@@ -163,7 +163,7 @@ class DemoConfig:
     # where-set `sft_where_weight` times; else as SFT asks them), captions and `chat_digit_weight` times
     # the moved digits. Off by default: the shipped chat/ came from `chat_steps=500 chat_digit_weight=5`
     # (VQA 0.976 against the generation model's 0.930, digit recognition 0.961; 400 steps with the digits
-    # x3 read 0.944 of them), about 10 more minutes than train-demo's hour allows (README, "Emu3-Chat").
+    # x3 read 0.944 of them), about 10 more minutes than train-demo's hour allows (docs/history.md, "Emu3-Chat").
     chat_steps: int = 0
     chat_from: str = "dpo"
     chat_question_first: bool = True
@@ -177,7 +177,7 @@ class DemoConfig:
     # these the chat/ shipped at 105e7ed answered 0.266 of the questions about its generation model's
     # drawings (VQA on rendered scenes 0.976). At 1e-4, decaying to 1e-5. Off by default; the shipped
     # chat/ came from `chat_round_trip_steps=400 chat_round_trip_weight=2`: 0.920 on its drawings, VQA
-    # 0.994 (README, "Reading its own drawings").
+    # 0.994 (docs/history.md, "Reading its own drawings").
     chat_round_trip_steps: int = 0
     chat_round_trip_scenes: int = 2000
     chat_round_trip_weight: int = 1  # the round-tripped kinds drawn this many times as often as their share
@@ -185,7 +185,7 @@ class DemoConfig:
     # or a screenshot keeps them) of that many more scenes, drawn as the round-tripped ones (kinds
     # "<kind>:jpeg" / "<kind>_jpeg", as often as those). Off by default: the chat/ shipped at 5093923
     # answers 0.762 of the questions about JPEG copies (quality 85) and 0.994 on the scenes; with 2000 of
-    # them, 0.830 and 0.978 (README, "Reading its own drawings").
+    # them, 0.830 and 0.978 (docs/history.md, "Reading its own drawings").
     chat_jpeg_scenes: int = 0
     # > 0: a generation-only fine-tune (the paper's Emu3-Gen, specialised as chat/ is for understanding)
     # of the DPO model, exported as the folder's generation model in its place: `gen_steps` at `gen_lr`
@@ -193,7 +193,7 @@ class DemoConfig:
     # `gen_digit_weight` times one more copy of the real training digits (kind "t2i:digit"), so that
     # about half of what it draws are digits. Off by default (about 5 more minutes); the shipped
     # generation model came from `gen_steps=300`: generated digits 0.910 against the DPO model's 0.850,
-    # text-to-image 0.928 against 0.910 (seed 0), and it no longer captions (chat/ does; README,
+    # text-to-image 0.928 against 0.910 (seed 0), and it no longer captions (chat/ does; docs/history.md,
     # "Emu3-Gen"). The chat model still starts from the DPO model (`chat_from`), not from this one.
     gen_steps: int = 0
     gen_digit_weight: int = 10
@@ -202,7 +202,7 @@ class DemoConfig:
     # generation model shipped at b7fad92 came from `gen_steps=3000 gen_video_weight=1 gen_lr=2e-4` (from a
     # GPU run's DPO model): video extension 2.08 px at 72 px, against 2.38 after 300 steps on images only
     # and 2.33 for the DPO model; text-to-image 0.932; the one shipped since is the same from a second DPO
-    # round (2.06 px; README, "The shipped model on that tokenizer"). Needs clips (`videos` > 0).
+    # round (2.06 px; docs/history.md, "The shipped model on that tokenizer"). Needs clips (`videos` > 0).
     gen_video_weight: int = 0
     gen_lr: float = 1e-4
     # torch.compile each decoder block for pretraining and the fine-tunes (+17% tokens/s in
@@ -211,7 +211,7 @@ class DemoConfig:
     compile: bool = False
     # 1,000 prompts, 8 images each (about 2,300 pairs from the shipped model), since DPO-Positive
     # (`dpo_positive`): plain DPO on that many pairs lowered text-to-image by 0.058, DPO-Positive raised it
-    # (README, "DPO-Positive"). Before: 800 prompts, 4 images each.
+    # (docs/history.md, "DPO-Positive"). Before: 800 prompts, 4 images each.
     dpo_prompts: int = 1000  # 0 (and no digit prompts): no DPO stage; the SFT model is exported
     # Digit captions among DPO's prompts, ranked by a second digit judge. Off: 200 of them (554 pairs, with
     # the 99c6afa run's 427) left generated digits as they were (0.84 at guidance 3 against 0.82, n=100).
@@ -225,25 +225,25 @@ class DemoConfig:
     # in about 14 of 91 tokens). From the shipped SFT model (seeds 7-8, 1,000 prompts): +0.010 over SFT,
     # against +0.005 counting every token; at 4x this learning rate -0.019, against -0.040. On 3,500
     # prompts it scored level with the shipped DPO checkpoint, so the shipped recipe counts every token
-    # (README, "DPO").
+    # (docs/history.md, "DPO").
     dpo_mask_shared: bool = False
     dpo_beta: float = 0.5  # with DPO-Positive; plain DPO was measured at 0.1
     # DPO-Positive weight (dpo.DPOConfig.positive): DPO loses the chosen images' likelihood along with the
-    # rejected ones' (README, "DPO"); this keeps it at the reference's. 0: plain DPO.
+    # rejected ones' (docs/history.md, "DPO"); this keeps it at the reference's. 0: plain DPO.
     dpo_positive: float = 5.0
     # > 0: DPO on the guided distribution the sampler draws from, at this scale (dpo.DPOConfig.guidance)
     dpo_guidance: float = 0.0
     # > 1: more DPO rounds, each on fresh prompts (`dpo_prompts` more, from another seed) sampled from the
     # previous round's model, which is also its start and reference (stages dpo_r2, dpo_r3, ...). From a
     # fresh run's DPO model, a second round on new prompts: +0.007 (2 SE 0.005) on 4,000 held-out prompts
-    # (+0.009, 0.005, in a second run); on round one's prompts again: -0.004 (0.006) (README, "A second
+    # (+0.009, 0.005, in a second run); on round one's prompts again: -0.004 (0.006) (docs/history.md, "A second
     # DPO round"). One by default: the docs and the shipped model are round one's.
     dpo_rounds: int = 1
     # bf16 autocast in the decoder stages (pretraining, the fine-tunes, DPO) where bf16 is fast (GPUs,
     # AVX512-BF16 CPUs; elsewhere they run in fp32 either way). The vision tokenizer's precision is its
     # VQ config's (`bf16: false` in configs/train_vq/demo.yaml). Unlike the tokenizer, the decoder loses
     # nothing measurable to autocast: with it off, SFT -0.004 (2 SE 0.009) and DPO +0.001 (0.009) on
-    # 4,000 prompts, at 31 against 14 minutes of pretraining (README, "Decoder precision").
+    # 4,000 prompts, at 31 against 14 minutes of pretraining (docs/history.md, "Decoder precision").
     bf16: bool = True
     threads: int = 0
     # Where every stage computes: "cpu" or e.g. "cuda" (the VQ, the token corpus's encoding, the decoder
@@ -455,7 +455,7 @@ def _check_reading(stage_dir: Path, cfg: DemoConfig, repair: bool) -> dict:
             "it guesses), so expect the understanding targets to be missed. The reading stage (reading_steps, "
             f"{DemoConfig.reading_steps} by default) trains it on the questions (with some drawings) after "
             "pretraining, which has taught such draws; `vq_from=shipped` with the default seed repeats the "
-            "shipped model's draw exactly (README, "
+            "shipped model's draw exactly (docs/history.md, "
             '"Learning to read").'
         )
     return reading
