@@ -95,13 +95,10 @@ def main() -> None:
     shutil.copytree(a.run / "model" / train_demo.CHAT_FOLDER, final / train_demo.CHAT_FOLDER, dirs_exist_ok=True)
     log = json.loads((a.run / "model" / "training_log.json").read_text())
     log["config"] = {k: str(v) for k, v in cfg.__dict__.items()}
-    rows = [json.loads(x) for x in (a.out / "gen" / "metrics.jsonl").read_text().splitlines()]
-    log["gen_first"], log["gen_last"] = rows[0], rows[-1]
+    log.update(train_demo.first_and_last_metrics(a.out, ("gen",)))
     log.update(rounds)
-    for r in range(2, cfg.dpo_rounds + 1):
-        stage = train_demo.dpo_stage(r)
-        dpo_rows = [json.loads(x) for x in (a.run / stage / "metrics.jsonl").read_text().splitlines()]
-        log[f"{stage}_first"], log[f"{stage}_last"] = dpo_rows[0], dpo_rows[-1]
+    later = [train_demo.dpo_stage(r) for r in range(2, cfg.dpo_rounds + 1)]
+    log.update(train_demo.first_and_last_metrics(a.run, later))
     log["stages"] = {
         **log.get("stages", {}),
         "gen": f"rerun on the CPU by benchmarks/demo_gen_cpu.py ({a.clips} clips)",

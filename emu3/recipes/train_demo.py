@@ -237,7 +237,8 @@ class DemoConfig:
     # previous round's model, which is also its start and reference (stages dpo_r2, dpo_r3, ...). From a
     # fresh run's DPO model, a second round on new prompts: +0.007 (2 SE 0.005) on 4,000 held-out prompts
     # (+0.009, 0.005, in a second run); on round one's prompts again: -0.004 (0.006) (docs/history.md, "A second
-    # DPO round"). One by default: the docs and the shipped model are round one's.
+    # DPO round"). One by default (the one-hour recipe); the model shipped since 2026-11-28 used two
+    # (configs/train_demo/shipped.yaml).
     dpo_rounds: int = 1
     # bf16 autocast in the decoder stages (pretraining, the fine-tunes, DPO) where bf16 is fast (GPUs,
     # AVX512-BF16 CPUs; elsewhere they run in fp32 either way). The vision tokenizer's precision is its
@@ -384,8 +385,7 @@ def main(cfg: DemoConfig) -> Path:
     if cfg.gen_steps > 0:
         t0 = time.perf_counter()
         if _stage("gen", out / "gen" / "model" / "config.json", log):
-            _check_corpus_draws_digits(cfg, corpus)
-            _check_corpus_has_clips(cfg, corpus)
+            _check_gen_corpus(cfg, corpus)
             sft.main(gen_config(sft_cfg, cfg))
         log["seconds"]["gen"] = round(time.perf_counter() - t0, 1)
 
@@ -409,11 +409,7 @@ def main(cfg: DemoConfig) -> Path:
         print(f"understanding model written to {final / CHAT_FOLDER}")
     log["seconds"]["total"] = round(time.perf_counter() - started, 1)
     dpo_stages = map(dpo_stage, range(1, cfg.dpo_rounds + 1))
-    for stage in ("pretrain", "reading", "sft", *dpo_stages, "gen", "chat", "chat_rt"):
-        metrics = out / stage / "metrics.jsonl"
-        if metrics.exists():
-            rows = [json.loads(line) for line in metrics.read_text().splitlines()]
-            log[f"{stage}_first"], log[f"{stage}_last"] = rows[0], rows[-1]
+    log.update(first_and_last_metrics(out, ("pretrain", "reading", "sft", *dpo_stages, "gen", "chat", "chat_rt")))
     (final / "training_log.json").write_text(json.dumps(log, indent=2) + "\n")
     print(f"demo model written to {final} in {log['seconds']['total'] / 60:.1f} min")
     return final
@@ -641,24 +637,33 @@ def gen_config(sft_cfg: TrainConfig, cfg: DemoConfig) -> TrainConfig:
                    data=replace(sft_cfg.data, kinds=("t2i", *digits, *videos)))  # fmt: skip
 
 
-def _check_corpus_draws_digits(cfg: DemoConfig, corpus: Path) -> None:
-    """A corpus tokenised without `gen_steps` holds no digits to draw, and the fine-tune would quietly
-    train on the shapes alone."""
-    if cfg.use_digits and cfg.gen_digit_weight and "t2i:digit" not in Corpus(corpus).kinds():
+def _check_gen_corpus(cfg: DemoConfig, corpus: Path) -> None:
+    """The gen stage draws kinds the corpus may lack (it was tokenised with other settings), and it would
+    quietly train without them: the digits to draw (a corpus tokenised without `gen_steps`) and, with
+    `gen_video_weight`, the clips (one tokenised with videos=0)."""
+    kinds = Corpus(corpus).kinds()
+    if cfg.use_digits and cfg.gen_digit_weight and "t2i:digit" not in kinds:
         raise SystemExit(
             f"{corpus} was tokenised without the digits the gen stage draws (gen_steps was 0 then): "
             "delete that folder so that train-demo tokenises the world again"
         )
-
-
-def _check_corpus_has_clips(cfg: DemoConfig, corpus: Path) -> None:
-    """With `gen_video_weight`, a corpus without clips (tokenised with videos=0) would leave the gen stage
-    drawing no videos at all without a word."""
-    if cfg.gen_video_weight and "t2v" not in Corpus(corpus).kinds():
+    if cfg.gen_video_weight and "t2v" not in kinds:
         raise SystemExit(
             f"{corpus} holds no clips (kind t2v) for gen_video_weight={cfg.gen_video_weight} to draw: tokenise the "
             "world again with videos > 0 (delete that folder), or set gen_video_weight=0"
         )
+
+
+def first_and_last_metrics(out: Path, stages) -> dict:
+    """The training log's "<stage>_first" / "<stage>_last": each stage's first and last metrics rows, for
+    the stages under `out` that have a metrics.jsonl."""
+    log = {}
+    for stage in stages:
+        metrics = out / stage / "metrics.jsonl"
+        if metrics.exists():
+            rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+            log[f"{stage}_first"], log[f"{stage}_last"] = rows[0], rows[-1]
+    return log
 
 
 def tuned_stage(cfg: DemoConfig) -> str:
